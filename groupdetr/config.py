@@ -1,0 +1,340 @@
+"""Typed, frozen configuration with YAML recipes shipped in the package.
+
+A recipe is a YAML file in ``groupdetr/recipes`` (or any path) holding a small diff over the
+defaults below, optionally over another recipe (``base: <recipe>``). Dotted overrides
+(``model.num_groups=3``) apply on top. Unknown keys are rejected with the closest valid name;
+wrong types and invalid values (K < 1, N < 1, unknown enum) raise :class:`ConfigError` with one
+line naming the key.
+
+Names (house rule 1): ``model.num_groups`` is K, ``model.num_queries`` is N **per group**; K*N is
+derived, never configured.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from groupdetr.matcher import ASSIGNMENTS
+from groupdetr.model.attention import SELF_ATTENTION
+from groupdetr.model.backbone import BACKBONES
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "ModelConfig",
+    "BackboneConfig",
+    "MatcherConfig",
+    "LossConfig",
+    "PostprocessConfig",
+    "DataConfig",
+    "OptimConfig",
+    "load_config",
+    "from_dict",
+    "to_dict",
+    "apply_overrides",
+    "config_hash",
+    "list_recipes",
+    "dump_yaml",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message is one line naming the offending key."""
+
+
+def _choices(*values) -> dict:
+    return {"choices": tuple(values)}
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = field(default="resnet50", metadata=_choices(*BACKBONES))
+    weights: str | None = None  # local ImageNet state-dict file; never downloaded
+    train_backbone: bool = True
+    dilation: bool = False  # DC5 variants
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # small_cnn only
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: BackboneConfig = BackboneConfig()
+    hidden_dim: int = 256
+    nheads: int = 8
+    enc_layers: int = 6
+    dec_layers: int = 6
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+    num_classes: int = 91
+    num_queries: int = 300  # N, per group
+    num_groups: int = 11  # K
+    self_attention: str = field(default="separate", metadata=_choices(*SELF_ATTENTION))
+    eval_group: int = 0  # group used at inference (paper Fig. 4 evaluates each)
+    prior_prob: float = 0.01
+    aux_loss: bool = True
+
+
+@dataclass(frozen=True)
+class MatcherConfig:
+    assignment: str = field(default="group", metadata=_choices(*ASSIGNMENTS))
+    cost_class: float = 2.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    weight_class: float = 2.0
+    weight_bbox: float = 5.0
+    weight_giou: float = 2.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    num_select: int = 100
+    nms_iou: float | None = None
+    nms_candidates: int = 1000
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = field(default="coco", metadata=_choices("coco", "synth"))
+    root: str | None = None  # dataset root (COCO 2017 layout, or a rendered benchmark)
+    num_workers: int = 2
+    image_size: int = 800  # eval short side (COCO) / side of the square rendered images (synth)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    weight_decay: float = 1e-4
+    batch_size: int = 2  # per process
+    epochs: int = 12
+    lr_drop: int = 11  # lr x0.1 after this many epochs
+    clip_max_norm: float = 0.1
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "custom"
+    seed: int = 42
+    device: str = "auto"
+    model: ModelConfig = ModelConfig()
+    matcher: MatcherConfig = MatcherConfig()
+    loss: LossConfig = LossConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin is tuple:
+        (item, _ell) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from a (partial) nested dict; defaults fill the rest."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid: {', '.join(fields)})"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        value = _coerce(value, hints[key], prefix + key)
+        choices = fields[key].metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{prefix}{key}: {value!r} is not one of {', '.join(choices)}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    """Plain nested dict (tuples as lists), suitable for YAML/JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_hash(cfg: Config) -> str:
+    """Short stable hash of the resolved config (sha256 of canonical JSON)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# recipes and overrides
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("groupdetr.recipes").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path) -> dict:
+    """Read a YAML mapping from a Path or a package resource."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _recipe_dict(name_or_path: str, seen: tuple = ()) -> dict:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        data = _read_yaml(path)
+    else:
+        res = resources.files("groupdetr.recipes") / f"{name_or_path}.yaml"
+        if not res.is_file():
+            close = difflib.get_close_matches(name_or_path, list_recipes(), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (recipes: {', '.join(list_recipes())})"
+            raise ConfigError(f"unknown recipe '{name_or_path}'{hint}")
+        data = _read_yaml(res)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if base in seen:
+        raise ConfigError(f"recipe inheritance loops through '{base}'")
+    return _deep_merge(_recipe_dict(base, seen + (name_or_path,)), data)
+
+
+def _deep_merge(base: dict, diff: dict) -> dict:
+    out = dict(base)
+    for k, v in diff.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply dotted ``key=value`` overrides; values are parsed as YAML (``3``, ``null``, ``[1,2]``)."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}") from None
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: '{p}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def validate(cfg: Config) -> Config:
+    """Cross-field checks; raises ConfigError with one line."""
+    m, mt = cfg.model, cfg.matcher
+    positive = {
+        "model.num_groups": m.num_groups,
+        "model.num_queries": m.num_queries,
+        "model.hidden_dim": m.hidden_dim,
+        "model.nheads": m.nheads,
+        "model.enc_layers": m.enc_layers + 1,  # 0 encoder layers is allowed
+        "model.dec_layers": m.dec_layers,
+        "model.dim_feedforward": m.dim_feedforward,
+        "model.num_classes": m.num_classes,
+        "optim.batch_size": cfg.optim.batch_size,
+        "optim.epochs": cfg.optim.epochs,
+        "postprocess.num_select": cfg.postprocess.num_select,
+        "postprocess.nms_candidates": cfg.postprocess.nms_candidates,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value - (key == 'model.enc_layers')}")
+    if m.hidden_dim % m.nheads or (m.hidden_dim // 2) % 2:
+        raise ConfigError(f"model.hidden_dim {m.hidden_dim} must be divisible by nheads {m.nheads} and by 4")
+    if not 0 <= m.eval_group < m.num_groups:
+        raise ConfigError(f"model.eval_group must be in [0, {m.num_groups - 1}] (num_groups={m.num_groups}), got {m.eval_group}")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
+    if not 0.0 < m.prior_prob < 1.0:
+        raise ConfigError(f"model.prior_prob must be in (0, 1), got {m.prior_prob}")
+    if ASSIGNMENTS[mt.assignment].requires_single_group and m.num_groups != 1:
+        raise ConfigError(
+            f"matcher.assignment={mt.assignment} needs model.num_groups=1 (got {m.num_groups}); use 'group' for K > 1"
+        )
+    nms = cfg.postprocess.nms_iou
+    if nms is not None and not 0.0 < nms <= 1.0:
+        raise ConfigError(f"postprocess.nms_iou must be in (0, 1] or null, got {nms}")
+    if m.backbone.name == "small_cnn" and any(c % 8 for c in m.backbone.channels):
+        raise ConfigError(f"model.backbone.channels must be multiples of 8 (GroupNorm), got {list(m.backbone.channels)}")
+    return cfg
+
+
+def load_config(recipe: str, overrides: list[str] | None = None) -> Config:
+    """Resolve a recipe name or YAML path plus dotted overrides into a validated :class:`Config`."""
+    data = apply_overrides(_recipe_dict(recipe), list(overrides or []))
+    data.setdefault("name", Path(recipe).stem)
+    return validate(from_dict(Config, data))

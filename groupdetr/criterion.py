@@ -1,0 +1,104 @@
+"""Set-prediction losses of (Group) Conditional DETR.
+
+The criterion returns *unweighted* named losses (DETR convention); :func:`weight_losses` combines
+them. Normalisation: every loss is summed over the batch and divided by ``num_boxes = #GT * G``
+(all-reduced over processes), which makes the total the mean of the G per-group losses (paper
+Eq. 7). Auxiliary decoder layers are matched and scored independently (keys ``loss_ce_0`` ...).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
+
+from groupdetr.box_ops import cxcywh_to_xyxy, generalized_box_iou
+from groupdetr.matcher import HungarianMatcher
+
+__all__ = ["SetCriterion", "weight_losses", "normaliser"]
+
+LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou")
+
+
+def normaliser(targets: list[dict], num_groups: int, device: torch.device) -> torch.Tensor:
+    """``#GT in the global batch * G / world size``, clamped to >= 1 (as the authors' code).
+
+    Under DDP each rank divides its local sum by this, and gradient averaging over ranks then
+    yields the global per-box mean.
+    """
+    n = torch.tensor(float(sum(len(t["labels"]) for t in targets) * num_groups), device=device)
+    world = 1
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(n)
+        world = dist.get_world_size()
+    return (n / world).clamp(min=1.0)
+
+
+class SetCriterion:
+    """Callable ``(outputs, targets) -> {loss name: scalar tensor}``.
+
+    Args:
+        matcher: :class:`groupdetr.matcher.HungarianMatcher`.
+        num_classes: width of ``pred_logits``.
+        focal_alpha, focal_gamma: sigmoid focal loss parameters.
+    """
+
+    def __init__(self, matcher: HungarianMatcher, num_classes: int, focal_alpha: float = 0.25, focal_gamma: float = 2.0):
+        self.matcher = matcher
+        self.num_classes = num_classes
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+
+    def layer_losses(self, outputs: dict, targets: list[dict], indices, num_boxes: torch.Tensor) -> dict:
+        """Losses of one decoder layer given its matching.
+
+        Args:
+            outputs: ``pred_logits`` [B, Q, C], ``pred_boxes`` [B, Q, 4].
+            indices: per image (query_idx [P_b], target_idx [P_b]).
+        Returns:
+            ``loss_ce`` (sigmoid focal over all queries and classes), ``loss_bbox`` (L1),
+            ``loss_giou`` (1 - GIoU), each summed and divided by ``num_boxes``.
+        """
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        batch_idx = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)])
+        query_idx = torch.cat([q for q, _ in indices])
+        labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        tboxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)])
+
+        onehot = torch.zeros_like(logits)
+        onehot[batch_idx, query_idx, labels] = 1.0
+        loss_ce = sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma, reduction="sum")
+
+        src = boxes[batch_idx, query_idx]
+        loss_bbox = F.l1_loss(src, tboxes, reduction="sum")
+        loss_giou = (1 - torch.diag(generalized_box_iou(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tboxes)))).sum()
+        return {"loss_ce": loss_ce / num_boxes, "loss_bbox": loss_bbox / num_boxes, "loss_giou": loss_giou / num_boxes}
+
+    def __call__(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            outputs: detector output dict (``num_groups`` = G active groups).
+            targets: per image ``labels`` [M] (long) and ``boxes`` [M, 4] normalised cxcywh.
+        """
+        g = outputs.get("num_groups", 1)
+        num_boxes = normaliser(targets, g, outputs["pred_logits"].device)
+        losses = self.layer_losses(outputs, targets, self.matcher(outputs, targets), num_boxes)
+        for i, aux in enumerate(outputs.get("aux_outputs", [])):
+            aux_losses = self.layer_losses(aux, targets, self.matcher(aux, targets), num_boxes)
+            losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
+        return losses
+
+
+def weight_losses(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """Weighted sum of named losses; ``loss_ce_3`` takes the weight of ``loss_ce``.
+
+    Args:
+        weights: base loss name -> weight, e.g. ``{"loss_ce": 2, "loss_bbox": 5, "loss_giou": 2}``.
+    """
+    total = None
+    for name, value in losses.items():
+        base = name if name in weights else name.rsplit("_", 1)[0]
+        if base not in weights:
+            raise KeyError(f"no weight for loss {name!r}")
+        term = weights[base] * value
+        total = term if total is None else total + term
+    return total

@@ -1,0 +1,100 @@
+"""Backbones: torchvision ResNets with frozen BatchNorm (paper preset) and a small CNN (CPU presets).
+
+Both map images ``[B, 3, H, W]`` to one feature map ``[B, C, H/s, W/s]`` and expose
+``num_channels`` and ``stride``. Weights are never downloaded: a ResNet starts from random init
+unless ``weights`` names a local ImageNet state-dict file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+__all__ = ["ResNetBackbone", "SmallCNN", "downsample_mask", "BACKBONES"]
+
+
+def downsample_mask(pad_mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[B, H, W] bool padding mask -> [B, h, w] (nearest), as DETR does."""
+    return F.interpolate(pad_mask[None].float(), size=size)[0].to(torch.bool)
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet with FrozenBatchNorm2d; stem and layer1 frozen as in DETR.
+
+    Args:
+        name: torchvision constructor name (``resnet50`` for the paper preset).
+        weights: path of a local ImageNet state dict, or None (random init).
+        train_backbone: if False, every backbone parameter is frozen.
+        dilation: replace the stride of layer4 by dilation (the DC5 variants).
+    """
+
+    def __init__(self, name: str, weights: str | None, train_backbone: bool, dilation: bool):
+        super().__init__()
+        net = getattr(torchvision.models, name)(
+            weights=None, norm_layer=FrozenBatchNorm2d, replace_stride_with_dilation=[False, False, dilation]
+        )
+        if weights is not None:
+            path = Path(weights)
+            if not path.is_file():
+                raise FileNotFoundError(f"backbone weights file not found: {path}")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.startswith("fc.")]
+            if missing or unexpected:
+                raise ValueError(
+                    f"backbone weights {path} do not fit {name}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+                )
+        for pname, p in net.named_parameters():
+            if not train_backbone or not any(s in pname for s in ("layer2", "layer3", "layer4")):
+                p.requires_grad_(False)
+        self.body = IntermediateLayerGetter(net, return_layers={"layer4": "out"})
+        self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
+        self.stride = 16 if dilation else 32
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, C, H/s, W/s]."""
+        return self.body(images)["out"]
+
+
+class SmallCNN(nn.Module):
+    """Conv(3x3, stride 2) - GroupNorm - ReLU stages, trained from scratch on CPU.
+
+    GroupNorm behaves the same in train and eval mode, so train/eval equivalence tests are exact.
+    """
+
+    def __init__(self, channels: tuple[int, ...]):
+        super().__init__()
+        layers, cin = [], 3
+        for cout in channels:
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.GroupNorm(8, cout), nn.ReLU(inplace=True)]
+            cin = cout
+        self.body = nn.Sequential(*layers)
+        self.num_channels = cin
+        self.stride = 2 ** len(channels)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, C, H/s, W/s]."""
+        return self.body(images)
+
+
+def _resnet(cfg) -> nn.Module:
+    return ResNetBackbone(cfg.name, cfg.weights, cfg.train_backbone, cfg.dilation)
+
+
+def _small(cfg) -> nn.Module:
+    return SmallCNN(tuple(cfg.channels))
+
+
+BACKBONES = {
+    "resnet18": _resnet,
+    "resnet34": _resnet,
+    "resnet50": _resnet,
+    "resnet101": _resnet,
+    "small_cnn": _small,
+}
