@@ -258,6 +258,7 @@ def _recipe_dict(name_or_path: str, seen: tuple = ()) -> dict:
             raise ConfigError(f"unknown recipe '{name_or_path}'{hint}")
         data = _read_yaml(res)
     base = data.pop("base", None)
+    data.setdefault("name", path.stem)  # a recipe is named after its own file unless it says
     if base is None:
         return data
     if base in seen:
@@ -336,5 +337,4 @@ def validate(cfg: Config) -> Config:
 def load_config(recipe: str, overrides: list[str] | None = None) -> Config:
     """Resolve a recipe name or YAML path plus dotted overrides into a validated :class:`Config`."""
     data = apply_overrides(_recipe_dict(recipe), list(overrides or []))
-    data.setdefault("name", Path(recipe).stem)
     return validate(from_dict(Config, data))

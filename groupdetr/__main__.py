@@ -1,0 +1,5 @@
+import sys
+
+from groupdetr.cli import main
+
+sys.exit(main())

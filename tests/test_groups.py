@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from groupdetr.groups import block_diagonal_mask, fold_groups, group_slice, unfold_groups
+
+
+def test_fold_moves_each_group_of_each_image_to_its_own_batch_row():
+    b, k, n, c = 3, 4, 5, 2
+    x = torch.arange(b * k * n * c, dtype=torch.float32).view(b, k * n, c)
+    folded = fold_groups(x, k)
+    assert folded.shape == (b * k, n, c)
+    for i in range(b):
+        for g in range(k):
+            assert torch.equal(folded[i * k + g], x[i, group_slice(g, n)])
+    assert torch.equal(unfold_groups(folded, k), x)
+
+
+def test_detrex_style_split_mixes_images_and_is_caught():
+    """Negative control: a sequence-first reshape like detrex #163/#238 puts queries of
+    different images/groups in one batch row; the per-row check above must reject it."""
+    b, k, n, c = 2, 3, 4, 1
+    x = torch.arange(b * k * n, dtype=torch.float32).view(b, k * n, c)
+    wrong = x.transpose(0, 1).reshape(n, b * k, c).transpose(0, 1)  # reshape with swapped sizes
+    rows_ok = all(torch.equal(wrong[i * k + g], x[i, group_slice(g, n)]) for i in range(b) for g in range(k))
+    assert not rows_ok
+
+
+def test_block_diagonal_mask():
+    m = block_diagonal_mask(3, 2)
+    expected = ~torch.block_diag(*[torch.ones(2, 2, dtype=torch.bool)] * 3)
+    assert torch.equal(m, expected)
+
+
+def test_fold_rejects_uneven_groups():
+    with pytest.raises(ValueError):
+        fold_groups(torch.zeros(1, 10, 2), 3)
