@@ -17,7 +17,7 @@ else
   fi
   UV=.tools/bin/uv
 fi
-"$UV" sync --locked --quiet
+"$UV" sync --locked --quiet --compile-bytecode  # .pyc up front: imports stay fast even under PYTHONDONTWRITEBYTECODE
 .venv/bin/python - <<'PY'
 import torch, torchvision
 from torchvision.ops import nms

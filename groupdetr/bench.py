@@ -1,0 +1,393 @@
+"""Benchmark of the group mechanics: train/eval step time and peak memory versus K.
+
+Not a test: it prints figures. For every self-attention strategy and every number of groups K it
+builds the model of a recipe (``model.num_groups=K``, ``model.self_attention=<sa>``), feeds it
+seeded random images and boxes, and times
+
+* a training step, split into forward, matching (every matcher call, auxiliary layers included),
+  loss (criterion minus matching, plus the weighted sum), backward and optimizer (gradient
+  clipping, step, zero_grad);
+* an evaluation step (``model.eval()``, no grad, forward only), which runs one group whatever K
+  is, so its ratio to K=1 should be 1.00 up to noise.
+
+Figures are medians over ``--steps`` timed steps after one warm-up step. By default every
+(self-attention, K) configuration runs in a fresh ``python -m groupdetr.bench --worker``
+process so that the peak RSS (``ru_maxrss``) is that configuration's own.
+
+Usage::
+
+    groupdetr bench [-c cpu_small] [--groups 1 3 11] [--self-attention separate shared] [--steps 5]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from groupdetr.build import build_criterion, build_model, build_optimizer, loss_weights
+from groupdetr.config import Config, ConfigError, load_config
+from groupdetr.criterion import weight_losses
+from groupdetr.model.attention import SELF_ATTENTION
+
+__all__ = ["add_bench_args", "run_bench_cli", "main"]
+
+PHASES = ("forward", "matching", "loss", "backward", "optim")
+ROW_PREFIX = "BENCH-ROW "  # marks the worker's result line on its stdout
+EVAL_TOLERANCE = 0.10  # eval ratio within 1 +- this counts as "goal met"
+MATCHING_GOAL = 0.10  # matching below this share of the train step counts as "goal met"
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (no CUDA, a worker failed, ...)."""
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_bench_args(p: argparse.ArgumentParser) -> None:
+    """Add the ``groupdetr bench`` options to ``p``."""
+    p.add_argument("--config", "-c", default="cpu_small", help="recipe name or YAML path (default: cpu_small)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, repeatable; K and self_attention are set by the sweep")
+    p.add_argument("--groups", type=_positive_int, nargs="+", default=[1, 3, 11], metavar="K",
+                   help="numbers of groups K to compare (default: 1 3 11)")
+    p.add_argument("--self-attention", nargs="+", choices=list(SELF_ATTENTION), default=["separate", "shared"],
+                   help="self-attention strategies to compare (default: separate shared)")
+    p.add_argument("--steps", type=_positive_int, default=5, help="timed steps after 1 warm-up step (default: 5)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="images per step (default: optim.batch_size)")
+    p.add_argument("--image-size", type=_positive_int, default=None, help="square image side (default: data.image_size)")
+    p.add_argument("--objects", type=_positive_int, default=10, help="ground-truth boxes per image (default: 10)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto = cuda when available (default: auto)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads (default: leave)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write all rows as JSON to PATH")
+    p.add_argument("--no-subprocess", action="store_true",
+                   help="run every configuration in this process (peak RSS is then process-wide, not per config)")
+
+
+# ---------------------------------------------------------------------------------------------
+# configurations, device and data
+
+
+def resolve_config(args: argparse.Namespace, k: int, sa: str) -> Config:
+    """The recipe plus the user's overrides plus the sweep's K and self-attention.
+
+    A recipe with ``one_to_one`` assignment (which needs K=1) is switched to ``group`` for K > 1.
+    """
+    sweep = [f"model.num_groups={k}", f"model.self_attention={sa}"]
+    base = load_config(args.config, args.overrides)
+    if base.matcher.assignment == "one_to_one" and k > 1:
+        sweep.append("matcher.assignment=group")
+    return load_config(args.config, list(args.overrides) + sweep)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; an explicit ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda but CUDA is not available")
+    return torch.device(name)
+
+
+def random_batch(cfg: Config, batch: int, size: int, objects: int, device: torch.device):
+    """Seeded random images ``[B, 3, S, S]`` and targets with valid normalised cxcywh boxes.
+
+    Box widths and heights are uniform in [0.05, 0.3]; centres are drawn so that every box stays
+    inside the unit square.
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    images = torch.randn(batch, 3, size, size, generator=gen)
+    targets = []
+    for _ in range(batch):
+        wh = 0.05 + 0.25 * torch.rand(objects, 2, generator=gen)
+        centre = wh / 2 + (1 - wh) * torch.rand(objects, 2, generator=gen)
+        labels = torch.randint(cfg.model.num_classes, (objects,), generator=gen, dtype=torch.long)
+        targets.append({"labels": labels.to(device), "boxes": torch.cat([centre, wh], dim=1).to(device)})
+    return images.to(device), targets
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+
+
+def clock(device: torch.device) -> float:
+    """``time.perf_counter()`` after the queued CUDA work on ``device`` has finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+class TimedMatcher:
+    """Proxy of a matcher that accumulates the seconds spent in all its calls in ``seconds``."""
+
+    def __init__(self, matcher, device: torch.device):
+        self.matcher, self.device, self.seconds = matcher, device, 0.0
+
+    def __call__(self, outputs: dict, targets: list[dict]):
+        start = clock(self.device)
+        result = self.matcher(outputs, targets)
+        self.seconds += clock(self.device) - start
+        return result
+
+    def __getattr__(self, name: str):
+        return getattr(self.matcher, name)
+
+
+def train_step(model, criterion, optimizer, weights: dict, clip: float, images, targets) -> dict[str, float]:
+    """One training step; returns seconds per phase (``PHASES``) and in total (``step``).
+
+    ``criterion.matcher`` must be a :class:`TimedMatcher`.
+    """
+    device, timer = images.device, criterion.matcher
+    timer.seconds = 0.0
+    t0 = clock(device)
+    outputs = model(images)
+    t1 = clock(device)
+    total = weight_losses(criterion(outputs, targets), weights)
+    t2 = clock(device)
+    total.backward()
+    t3 = clock(device)
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    t4 = clock(device)
+    return {"forward": t1 - t0, "matching": timer.seconds, "loss": t2 - t1 - timer.seconds,
+            "backward": t3 - t2, "optim": t4 - t3, "step": t4 - t0}
+
+
+@torch.no_grad()
+def eval_step(model, images) -> float:
+    """Seconds of one inference forward (the model must be in eval mode)."""
+    t0 = clock(images.device)
+    model(images)
+    return clock(images.device) - t0
+
+
+def rss_peak_mib() -> float:
+    """Peak resident set size of this process so far (``ru_maxrss``, KiB on Linux), in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# one configuration
+
+
+def bench_config(cfg: Config, args: argparse.Namespace, device: torch.device, isolated: bool) -> dict:
+    """Time ``args.steps`` train and eval steps (after one warm-up each) of one configuration.
+
+    Returns a row: the configuration, median seconds per phase, the per-step train/eval times,
+    peak RSS (MiB) and its growth since the model, optimizer and data were built, and on CUDA
+    ``torch.cuda.max_memory_allocated`` (MiB) over the training steps.
+    """
+    batch, size = args.batch_size or cfg.optim.batch_size, args.image_size or cfg.data.image_size
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.matcher.assignment).to(device).train()
+    criterion = build_criterion(cfg)
+    criterion.matcher = TimedMatcher(criterion.matcher, device)
+    optimizer, weights = build_optimizer(model, cfg), loss_weights(cfg.loss)
+    images, targets = random_batch(cfg, batch, size, args.objects, device)
+    rss_built = rss_peak_mib()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    train = [train_step(model, criterion, optimizer, weights, cfg.optim.clip_max_norm, images, targets)
+             for _ in range(args.steps + 1)][1:]
+    cuda_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    model.eval()
+    evals = [eval_step(model, images) for _ in range(args.steps + 1)][1:]
+    rss_peak = rss_peak_mib()
+
+    m = cfg.model
+    row = {"recipe": cfg.name, "device": device.type, "self_attention": m.self_attention, "K": m.num_groups,
+           "N": m.num_queries, "total_queries": m.num_groups * m.num_queries, "d": m.hidden_dim,
+           "assignment": cfg.matcher.assignment, "batch": batch, "image_size": size, "objects": args.objects,
+           "steps": args.steps, "threads": torch.get_num_threads()}
+    row.update({f"{p}_s": statistics.median(s[p] for s in train) for p in PHASES})
+    row["train_step_s"] = statistics.median(s["step"] for s in train)
+    row["matching_share"] = row["matching_s"] / row["train_step_s"]
+    row["eval_step_s"] = statistics.median(evals)
+    row.update({"train_step_times_s": [s["step"] for s in train], "eval_step_times_s": evals,
+                "peak_rss_mib": rss_peak, "rss_after_build_mib": rss_built, "train_rss_growth_mib": rss_peak - rss_built,
+                "rss_per_config": isolated, "cuda_peak_mib": cuda_peak})
+    return row
+
+
+def worker_argv(args: argparse.Namespace, k: int, sa: str) -> list[str]:
+    """Command line of a worker process that benches the single configuration (K, sa)."""
+    argv = [sys.executable, "-m", "groupdetr.bench", "--worker", "--config", args.config,
+            "--groups", str(k), "--self-attention", sa, "--steps", str(args.steps),
+            "--objects", str(args.objects), "--device", args.device]
+    for item in args.overrides:
+        argv += ["--set", item]
+    for flag, value in (("--batch-size", args.batch_size), ("--image-size", args.image_size), ("--threads", args.threads)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def bench_in_subprocess(args: argparse.Namespace, k: int, sa: str) -> dict:
+    """Run one configuration in a fresh worker process and return its row."""
+    proc = subprocess.run(worker_argv(args, k, sa), capture_output=True, text=True)
+    rows = [line[len(ROW_PREFIX):] for line in proc.stdout.splitlines() if line.startswith(ROW_PREFIX)]
+    if proc.returncode != 0 or len(rows) != 1:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise BenchError(f"worker for self_attention={sa} K={k} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(rows[0])
+
+
+def add_eval_ratios(rows: list[dict]) -> None:
+    """Set ``eval_ratio`` = eval step / eval step of the smallest K with the same self-attention.
+
+    ``eval_ratio_range`` is the noise band of that ratio from the per-step times:
+    [min / base max, max / base min].
+    """
+    for row in rows:
+        same = [r for r in rows if r["self_attention"] == row["self_attention"]]
+        base = min(same, key=lambda r: r["K"])
+        times, base_times = row["eval_step_times_s"], base["eval_step_times_s"]
+        row["eval_ratio"] = row["eval_step_s"] / base["eval_step_s"]
+        row["eval_ratio_range"] = [min(times) / max(base_times), max(times) / min(base_times)]
+        row["eval_ratio_base_K"] = base["K"]
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def table_columns(cuda: bool, base_k: int) -> list[tuple]:
+    """(header, format spec, row -> value) of the table's columns; the CUDA column only on CUDA."""
+    cols = [("self-attn", "", lambda r: r["self_attention"]), ("K", "d", lambda r: r["K"]),
+            ("K*N", "d", lambda r: r["total_queries"]), ("train", ".4f", lambda r: r["train_step_s"]),
+            ("fwd", ".4f", lambda r: r["forward_s"]), ("match", ".4f", lambda r: r["matching_s"]),
+            ("match%", ".1%", lambda r: r["matching_share"]), ("loss", ".4f", lambda r: r["loss_s"]),
+            ("bwd", ".4f", lambda r: r["backward_s"]), ("optim", ".4f", lambda r: r["optim_s"]),
+            ("peakRSS MiB", ".0f", lambda r: r["peak_rss_mib"]), ("+RSS MiB", ".0f", lambda r: r["train_rss_growth_mib"])]
+    if cuda:
+        cols.append(("cuda MiB", ".0f", lambda r: r["cuda_peak_mib"]))
+    return cols + [("eval", ".4f", lambda r: r["eval_step_s"]), (f"eval/K{base_k}", ".2f", lambda r: r["eval_ratio"])]
+
+
+def format_table(rows: list[dict]) -> str:
+    """Header lines plus one aligned line per (self-attention, K): first column left, rest right."""
+    first = rows[0]
+    base_k = first["eval_ratio_base_K"]
+    assignment = max(rows, key=lambda r: r["K"])["assignment"]
+    head = [f"recipe {first['recipe']}   device {first['device']} ({first['threads']} threads)   "
+            f"image {first['image_size']}x{first['image_size']}   batch {first['batch']}   N {first['N']}   "
+            f"d {first['d']}   GT boxes/image {first['objects']}   assignment {assignment}",
+            f"times in seconds, median of {first['steps']} steps after 1 warm-up; "
+            f"eval/K{base_k} = eval step / eval step at K={base_k} with the same self-attention"]
+    cols = table_columns(first["cuda_peak_mib"] is not None, base_k)
+    cells = [[name for name, _, _ in cols]] + [[format(get(r), fmt) for _, fmt, get in cols] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
+    body = ["  ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]) for line in cells]
+    note = ("+RSS = peak RSS minus RSS after building model, optimizer and data (one worker process per row)"
+            if first["rss_per_config"] else
+            "NOTE --no-subprocess: RSS figures are peaks of the whole process so far, not per configuration")
+    return "\n".join(head + body + [note])
+
+
+def format_goals(rows: list[dict]) -> str:
+    """Short summary of the three goals: eval cost flat in K, separate < shared, matching < 10 %."""
+    k_max = max(r["K"] for r in rows)
+    at_max = {r["self_attention"]: r for r in rows if r["K"] == k_max}
+    lines = ["goals"]
+    ratios = ", ".join(f"{sa} {r['eval_ratio']:.2f} (steps {r['eval_ratio_range'][0]:.2f}-{r['eval_ratio_range'][1]:.2f})"
+                       for sa, r in at_max.items())
+    ok = all(abs(r["eval_ratio"] - 1) <= EVAL_TOLERANCE or r["eval_ratio_range"][0] <= 1 <= r["eval_ratio_range"][1]
+             for r in at_max.values())
+    lines.append(f"  eval ratio K={k_max}/K={rows[0]['eval_ratio_base_K']} (goal 1.00 +- noise; met if within "
+                 f"+-{EVAL_TOLERANCE:.0%} or the per-step range covers 1): {ratios}  [{'met' if ok else 'NOT met'}]")
+    if "separate" in at_max and "shared" in at_max:
+        sep, sh = at_max["separate"]["train_step_s"], at_max["shared"]["train_step_s"]
+        lines.append(f"  train step at K={k_max}, separate vs shared (goal: separate cheaper): {sep:.4f} s vs "
+                     f"{sh:.4f} s, separate/shared = {sep / sh:.2f}  [{'met' if sep < sh else 'NOT met'}]")
+    else:
+        lines.append("  train step separate vs shared: n/a (needs --self-attention separate shared)")
+    worst = max(rows, key=lambda r: r["matching_share"])
+    lines.append(f"  max matching share of a train step (goal < {MATCHING_GOAL:.0%}): {worst['matching_share']:.1%} "
+                 f"({worst['self_attention']}, K={worst['K']})  [{'met' if worst['matching_share'] < MATCHING_GOAL else 'NOT met'}]")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def run_worker(args: argparse.Namespace, device: torch.device) -> int:
+    """Worker mode: bench each configuration here and print its row as one marked stdout line."""
+    for sa in args.self_attention:
+        for k in args.groups:
+            row = bench_config(resolve_config(args, k, sa), args, device, isolated=True)
+            print(ROW_PREFIX + json.dumps(row), flush=True)
+    return 0
+
+
+def run_sweep(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Rows of all (self-attention, K), each from a worker process unless ``--no-subprocess``.
+
+    All configurations are resolved first, so a config error surfaces before anything runs.
+    Progress goes to stderr.
+    """
+    plan = [(sa, k, resolve_config(args, k, sa)) for sa in args.self_attention for k in args.groups]
+    rows = []
+    for sa, k, cfg in plan:
+        row = bench_config(cfg, args, device, isolated=False) if args.no_subprocess else bench_in_subprocess(args, k, sa)
+        print(f"[bench] {sa} K={k}: train step {row['train_step_s']:.4f} s, eval step {row['eval_step_s']:.4f} s",
+              file=sys.stderr, flush=True)
+        rows.append(row)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    add_eval_ratios(rows)
+    return rows
+
+
+def run_bench_cli(args: argparse.Namespace) -> int:
+    """``groupdetr bench``: run the sweep, print the table and the goals, optionally write JSON."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+        if getattr(args, "worker", False):
+            return run_worker(args, device)
+        rows = run_sweep(args, device)
+    except BenchError as e:
+        print(f"groupdetr bench: {e}", file=sys.stderr)
+        return 1
+    print(format_table(rows) + "\n\n" + format_goals(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m groupdetr.bench``: the bench options plus ``--worker`` (used by the parent run)."""
+    parser = argparse.ArgumentParser(prog="python -m groupdetr.bench", description=__doc__.split("\n")[0])
+    add_bench_args(parser)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        return run_bench_cli(args)
+    except ConfigError as e:
+        print(f"groupdetr bench: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Smoke tests of ``groupdetr bench`` on a tiny cpu_small model (the figures themselves are not checked)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from groupdetr.cli import main
+
+TINY = [
+    "bench", "-c", "cpu_small",
+    "--set", "model.num_queries=5", "--set", "model.hidden_dim=32", "--set", "model.nheads=2",
+    "--set", "model.dim_feedforward=64", "--set", "model.enc_layers=1", "--set", "model.dec_layers=2",
+    "--steps", "1", "--batch-size", "2", "--image-size", "64", "--device", "cpu",
+    # One thread: with 2 cores shared with other processes, OpenMP threads oversubscribe badly.
+    "--threads", "1",
+]
+TIMES = ("train_step_s", "forward_s", "matching_s", "loss_s", "backward_s", "optim_s", "eval_step_s")
+
+
+@pytest.fixture(autouse=True)
+def keep_num_threads():
+    """``--threads`` sets torch's global thread count; restore it for the other tests."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bench_in_process_rows(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(TINY + ["--groups", "1", "2", "--no-subprocess", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert sorted((r["self_attention"], r["K"]) for r in rows) == [
+        ("separate", 1), ("separate", 2), ("shared", 1), ("shared", 2)]
+    for r in rows:
+        assert r["total_queries"] == 5 * r["K"]
+        assert all(r[key] > 0 for key in TIMES), r
+        assert not r["rss_per_config"]
+    assert all(r["eval_ratio"] == 1.0 for r in rows if r["K"] == 1)
+    printed = capsys.readouterr().out
+    assert "eval/K1" in printed and "goals" in printed
+
+
+@pytest.mark.slow
+def test_bench_worker_subprocess(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(TINY + ["--groups", "1", "--self-attention", "separate", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert (row["self_attention"], row["K"], row["eval_ratio"]) == ("separate", 1, 1.0)
+    assert row["rss_per_config"] and row["peak_rss_mib"] >= row["rss_after_build_mib"] > 0
+    assert all(row[key] > 0 for key in TIMES)
