@@ -297,23 +297,25 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def validate(cfg: Config) -> Config:
     """Cross-field checks; raises ConfigError with one line."""
     m, mt = cfg.model, cfg.matcher
-    positive = {
-        "model.num_groups": m.num_groups,
-        "model.num_queries": m.num_queries,
-        "model.hidden_dim": m.hidden_dim,
-        "model.nheads": m.nheads,
-        "model.enc_layers": m.enc_layers + 1,  # 0 encoder layers is allowed
-        "model.dec_layers": m.dec_layers,
-        "model.dim_feedforward": m.dim_feedforward,
-        "model.num_classes": m.num_classes,
-        "optim.batch_size": cfg.optim.batch_size,
-        "optim.epochs": cfg.optim.epochs,
-        "postprocess.num_select": cfg.postprocess.num_select,
-        "postprocess.nms_candidates": cfg.postprocess.nms_candidates,
+    minimum = {  # key: (value, smallest valid value)
+        "model.num_groups": (m.num_groups, 1),
+        "model.num_queries": (m.num_queries, 1),
+        "model.hidden_dim": (m.hidden_dim, 1),
+        "model.nheads": (m.nheads, 1),
+        "model.enc_layers": (m.enc_layers, 0),
+        "model.dec_layers": (m.dec_layers, 1),
+        "model.dim_feedforward": (m.dim_feedforward, 1),
+        "model.num_classes": (m.num_classes, 1),
+        "data.num_workers": (cfg.data.num_workers, 0),
+        "data.image_size": (cfg.data.image_size, 1),
+        "optim.batch_size": (cfg.optim.batch_size, 1),
+        "optim.epochs": (cfg.optim.epochs, 1),
+        "postprocess.num_select": (cfg.postprocess.num_select, 1),
+        "postprocess.nms_candidates": (cfg.postprocess.nms_candidates, 1),
     }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value - (key == 'model.enc_layers')}")
+    for key, (value, low) in minimum.items():
+        if value < low:
+            raise ConfigError(f"{key} must be >= {low}, got {value}")
     if m.hidden_dim % m.nheads or (m.hidden_dim // 2) % 2:
         raise ConfigError(f"model.hidden_dim {m.hidden_dim} must be divisible by nheads {m.nheads} and by 4")
     if not 0 <= m.eval_group < m.num_groups:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fold_groups", "unfold_groups", "block_diagonal_mask", "group_slice", "group_offsets"]
+__all__ = ["fold_groups", "unfold_groups", "block_diagonal_mask", "group_slice"]
 
 
 def fold_groups(x: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -47,7 +47,3 @@ def group_slice(group: int, num_queries: int) -> slice:
     """Query slots of group ``group`` in the ``[B, G*N, ...]`` layout."""
     return slice(group * num_queries, (group + 1) * num_queries)
 
-
-def group_offsets(num_groups: int, num_queries: int) -> list[int]:
-    """First query index of every group: ``[0, N, 2N, ...]``."""
-    return [g * num_queries for g in range(num_groups)]

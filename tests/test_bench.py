@@ -30,7 +30,10 @@ def keep_num_threads():
 def test_bench_in_process_rows(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(TINY + ["--groups", "1", "2", "--no-subprocess", "--json", str(out)]) == 0
-    rows = json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert set(result["paired"]["eval_ratio"]) == {"separate", "shared"}
+    assert all(t > 0 for t in result["paired"]["train_step_s"].values())
     assert sorted((r["self_attention"], r["K"]) for r in rows) == [
         ("separate", 1), ("separate", 2), ("shared", 1), ("shared", 2)]
     for r in rows:
@@ -46,7 +49,7 @@ def test_bench_in_process_rows(tmp_path, capsys):
 def test_bench_worker_subprocess(tmp_path):
     out = tmp_path / "bench.json"
     assert main(TINY + ["--groups", "1", "--self-attention", "separate", "--json", str(out)]) == 0
-    (row,) = json.loads(out.read_text())
+    (row,) = json.loads(out.read_text())["rows"]
     assert (row["self_attention"], row["K"], row["eval_ratio"]) == ("separate", 1, 1.0)
     assert row["rss_per_config"] and row["peak_rss_mib"] >= row["rss_after_build_mib"] > 0
     assert all(row[key] > 0 for key in TIMES)

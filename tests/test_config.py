@@ -92,3 +92,13 @@ def test_cli_prints_config_and_reports_errors_in_one_line(capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "groupdetr", "recipes"], capture_output=True, text=True, check=True)
     assert "paper_cdetr_r50_12ep" in out.stdout
+
+
+@pytest.mark.parametrize("override", ["model.enc_layers=0", "data.num_workers=0"])
+def test_zero_is_valid_where_it_makes_sense(override):
+    load_config("cpu_small", [override])
+
+
+def test_negative_counts_are_rejected():
+    with pytest.raises(ConfigError, match="model.enc_layers must be >= 0, got -1"):
+        load_config("cpu_small", ["model.enc_layers=-1"])
