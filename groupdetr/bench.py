@@ -36,7 +36,7 @@ import torch
 from groupdetr.build import build_criterion, build_model, build_optimizer, loss_weights
 from groupdetr.config import Config, ConfigError, load_config
 from groupdetr.criterion import weight_losses
-from groupdetr.model.attention import SELF_ATTENTION
+from groupdetr.model.attention import SELF_ATTENTION, ProjectedAttention
 
 __all__ = ["add_bench_args", "run_bench_cli", "main"]
 
@@ -318,6 +318,28 @@ def paired_train_ratio(args: argparse.Namespace, device: torch.device, k: int) -
     return interleaved_medians(fns, args.steps)
 
 
+def self_attention_seconds(sa_fn, attn, q, k, v, num_groups: int) -> float:
+    """Seconds of forward + backward of one decoder self-attention call."""
+    t0 = clock(q.device)
+    sa_fn(attn, q, k, v, num_groups).sum().backward()
+    return clock(q.device) - t0
+
+
+def paired_self_attention(args: argparse.Namespace, device: torch.device, k: int) -> dict[str, float]:
+    """The self-attention operation alone (one layer, fwd + bwd) at the recipe's B, K*N, d:
+    separate (fold, K*N^2) vs shared ((K*N)^2), interleaved."""
+    cfg = resolve_config(args, k, "separate")
+    m = cfg.model
+    gen = torch.Generator().manual_seed(cfg.seed)
+    shape = (args.batch_size or cfg.optim.batch_size, k * m.num_queries, m.hidden_dim)
+    q, kk, v = (torch.randn(shape, generator=gen).to(device).requires_grad_() for _ in range(3))
+    attn = ProjectedAttention(m.hidden_dim, m.nheads).to(device)
+    fns = {sa: functools.partial(self_attention_seconds, SELF_ATTENTION[sa], attn, q, kk, v, k)
+           for sa in ("separate", "shared")}
+    interleaved_medians(fns, 1)  # warm-up
+    return interleaved_medians(fns, max(10, 3 * args.steps))
+
+
 def run_paired(args: argparse.Namespace, device: torch.device) -> dict:
     """The goal comparisons, measured pairwise in this process (see :func:`interleaved_medians`)."""
     k_base, k_max = min(args.groups), max(args.groups)
@@ -325,6 +347,7 @@ def run_paired(args: argparse.Namespace, device: torch.device) -> dict:
               "eval_ratio": {sa: paired_eval_ratio(args, device, sa, k_base, k_max) for sa in args.self_attention}}
     if {"separate", "shared"} <= set(args.self_attention):
         paired["train_step_s"] = paired_train_ratio(args, device, k_max)
+        paired["self_attention_s"] = paired_self_attention(args, device, k_max)
     return paired
 
 
@@ -381,6 +404,9 @@ def format_goals(rows: list[dict], paired: dict) -> str:
         sep, sh = paired["train_step_s"]["separate"], paired["train_step_s"]["shared"]
         lines.append(f"  train step at K={k1}, separate vs shared (goal: separate cheaper): {sep:.4f} s vs "
                      f"{sh:.4f} s, separate/shared = {sep / sh:.2f}  [{'met' if sep < sh else 'NOT met'}]")
+        sa_sep, sa_sh = paired["self_attention_s"]["separate"], paired["self_attention_s"]["shared"]
+        lines.append(f"    of which self-attention alone (one layer, fwd+bwd): separate {sa_sep * 1e3:.2f} ms vs "
+                     f"shared {sa_sh * 1e3:.2f} ms, ratio {sa_sep / sa_sh:.2f}")
     else:
         lines.append("  train step separate vs shared: n/a (needs --self-attention separate shared)")
     worst = max(rows, key=lambda r: r["matching_share"])

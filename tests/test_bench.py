@@ -34,6 +34,7 @@ def test_bench_in_process_rows(tmp_path, capsys):
     rows = result["rows"]
     assert set(result["paired"]["eval_ratio"]) == {"separate", "shared"}
     assert all(t > 0 for t in result["paired"]["train_step_s"].values())
+    assert set(result["paired"]["self_attention_s"]) == {"separate", "shared"}
     assert sorted((r["self_attention"], r["K"]) for r in rows) == [
         ("separate", 1), ("separate", 2), ("shared", 1), ("shared", 2)]
     for r in rows:
