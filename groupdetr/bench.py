@@ -296,7 +296,7 @@ def paired_eval_ratio(args: argparse.Namespace, device: torch.device, sa: str, k
                               args.objects, device)[0]
     fns = {k: functools.partial(eval_step, m, images) for k, m in models.items()}
     interleaved_medians(fns, 1)  # warm-up
-    med = interleaved_medians(fns, max(10, 3 * args.steps))
+    med = interleaved_medians(fns, max(30, 5 * args.steps))  # eval steps are cheap: many rounds
     return med[k_max] / med[k_base]
 
 
