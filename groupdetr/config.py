@@ -37,6 +37,7 @@ __all__ = [
     "LossConfig",
     "PostprocessConfig",
     "DataConfig",
+    "SynthConfig",
     "OptimConfig",
     "load_config",
     "from_dict",
@@ -110,11 +111,27 @@ class PostprocessConfig:
 
 
 @dataclass(frozen=True)
+class SynthConfig:
+    """The embedded benchmark (``groupdetr synth``); image side is ``data.image_size``."""
+
+    num_train: int = 2000
+    num_val: int = 500
+    min_objects: int = 3
+    max_objects: int = 12
+    occlusion: float = 0.3  # probability that an object is placed right behind an earlier one
+    clutter: int = 4  # distractor decals on the ground per image
+    noise: float = 0.02  # pixel noise std (fraction of 0..255)
+    min_visible_pixels: int = 16  # objects showing fewer pixels are rendered but not annotated
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class DataConfig:
     dataset: str = field(default="coco", metadata=_choices("coco", "synth"))
     root: str | None = None  # dataset root (COCO 2017 layout, or a rendered benchmark)
     num_workers: int = 2
     image_size: int = 800  # eval short side (COCO) / side of the square rendered images (synth)
+    synth: SynthConfig = SynthConfig()
 
 
 @dataclass(frozen=True)
@@ -307,7 +324,13 @@ def validate(cfg: Config) -> Config:
         "model.dim_feedforward": (m.dim_feedforward, 1),
         "model.num_classes": (m.num_classes, 1),
         "data.num_workers": (cfg.data.num_workers, 0),
-        "data.image_size": (cfg.data.image_size, 1),
+        "data.image_size": (cfg.data.image_size, 16),
+        "data.synth.num_train": (cfg.data.synth.num_train, 1),
+        "data.synth.num_val": (cfg.data.synth.num_val, 1),
+        "data.synth.min_objects": (cfg.data.synth.min_objects, 0),
+        "data.synth.max_objects": (cfg.data.synth.max_objects, cfg.data.synth.min_objects),
+        "data.synth.clutter": (cfg.data.synth.clutter, 0),
+        "data.synth.min_visible_pixels": (cfg.data.synth.min_visible_pixels, 1),
         "optim.batch_size": (cfg.optim.batch_size, 1),
         "optim.epochs": (cfg.optim.epochs, 1),
         "postprocess.num_select": (cfg.postprocess.num_select, 1),
@@ -328,6 +351,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"matcher.assignment={mt.assignment} needs model.num_groups=1 (got {m.num_groups}); use 'group' for K > 1"
         )
+    sy = cfg.data.synth
+    if not 0.0 <= sy.occlusion <= 1.0 or not 0.0 <= sy.noise <= 1.0:
+        raise ConfigError(f"data.synth.occlusion and data.synth.noise must be in [0, 1], got {sy.occlusion}, {sy.noise}")
     nms = cfg.postprocess.nms_iou
     if nms is not None and not 0.0 < nms <= 1.0:
         raise ConfigError(f"postprocess.nms_iou must be in (0, 1] or null, got {nms}")
