@@ -1,0 +1,12 @@
+"""Data: COCO-format datasets (COCO 2017, the embedded benchmark), joint 2D/3D transforms, batching.
+
+- :mod:`groupdetr.data.coco`: :class:`CocoDetection`, :func:`build_dataset`, :func:`dataset_paths`,
+  :class:`DatasetError`;
+- :mod:`groupdetr.data.transforms`: pixel-space transforms keeping boxes, masks and 3D labels
+  consistent, and the ``coco``/``synth`` presets;
+- :mod:`groupdetr.data.collate`: :func:`collate` (padding + ``pad_mask``), :func:`build_loader`.
+"""
+from groupdetr.data.coco import CocoDetection, DatasetError, build_dataset, dataset_paths
+from groupdetr.data.collate import build_loader, collate
+
+__all__ = ["CocoDetection", "DatasetError", "build_dataset", "dataset_paths", "build_loader", "collate"]
