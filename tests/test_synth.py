@@ -66,6 +66,8 @@ def test_annotations_are_valid_coco_with_consistent_masks_boxes_and_3d(bench, sp
         assert ax <= x and ay <= y and x + w <= ax + aw and y + h <= ay + ah  # visible inside amodal
         u, v = project(np.array(ann["center_3d"]), np.array(img["intrinsics"]))
         assert ax <= u <= ax + aw and ay <= v <= ay + ah  # a convex object's centre projects on its silhouette
+        if ann["visibility"] == 1.0:  # unoccluded: the visible box is the silhouette's box
+            assert x <= u <= x + w and y <= v <= y + h
         assert ann["center_3d"][2] > 0 and all(d > 0 for d in ann["dims_3d"])
         visibilities.append(ann["visibility"])
     assert min(visibilities) < 0.7 and max(visibilities) == 1.0  # real occlusion happens, and not everywhere
