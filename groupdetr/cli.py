@@ -3,12 +3,16 @@
 Subcommands:
     groupdetr config [RECIPE] [--set key=value ...]   print the resolved config (YAML)
     groupdetr recipes                                 list the shipped recipes
+    groupdetr train --config R [--set k=v] --out DIR  train (resumes; finished runs are kept)
+    groupdetr eval RUN_OR_CKPT [--group g]            evaluate, any group alone
     groupdetr synth [--config R] [--out DIR]          render the embedded benchmark
     groupdetr bench [...]                             speed/memory benchmark of the group mechanics
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 from groupdetr.config import ConfigError, config_hash, dump_yaml, list_recipes, load_config
@@ -40,9 +44,33 @@ def _cmd_bench(args) -> int:
     return run_bench_cli(args)
 
 
-def _cmd_synth(args) -> int:
-    import os
+def _setup_logging() -> None:
+    import logging
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _cmd_train(args) -> int:
+    from groupdetr.engine.trainer import train
+
+    _setup_logging()
+    cfg = load_config(args.config, args.overrides)
+    metrics = train(cfg, args.out, command=sys.argv, restart=args.restart)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
+        print(json.dumps(metrics, indent=1, sort_keys=True))
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from groupdetr.engine.evaluate_run import evaluate_run
+
+    _setup_logging()
+    result = evaluate_run(args.target, group=args.group, overrides=args.overrides, out=args.out)
+    print(json.dumps(result, indent=1, sort_keys=True))
+    return 0
+
+
+def _cmd_synth(args) -> int:
     from groupdetr.synth.writer import SynthError, generate
 
     cfg = load_config(args.config, args.overrides)
@@ -70,6 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_config)
     p = sub.add_parser("recipes", help="list shipped recipes")
     p.set_defaults(func=_cmd_recipes)
+    p = sub.add_parser("train", help="train a config into a run directory (resumes; finished runs are kept)",
+                       description="Train into --out following the run-directory contract (docs/run-directory.md). "
+                                   "Rerunning the same command resumes from the last finished epoch; a finished run "
+                                   "is not retrained; a run dir with another config is refused unless --restart. "
+                                   "Multi-process: torchrun --nproc_per_node N -m groupdetr train ...")
+    _add_config_args(p)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--restart", action="store_true", help="discard what --out holds and start over")
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("eval", help="evaluate a run directory or checkpoint (any group)",
+                       description="Evaluate on the val split. --group g evaluates group g alone (paper Fig. 4); "
+                                   "results go to <run>/eval/group{g}.json (or --out).")
+    p.add_argument("target", help="run directory or checkpoint file")
+    p.add_argument("--group", type=int, default=None, help="group to evaluate (default: the config's model.eval_group)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. data.root=... or postprocess.nms_iou=0.7 (not the architecture)")
+    p.add_argument("--out", default=None, help="write the result JSON here")
+    p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("synth", help="render the embedded benchmark (COCO format with masks and 3D labels)",
                        description="Render the embedded benchmark described by data.* of a recipe. Deterministic: "
                                    "the same settings give byte-identical files.")
@@ -88,12 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from groupdetr.data import DatasetError
+    from groupdetr.engine.loop import NonFiniteLoss
+    from groupdetr.engine.trainer import RunError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as e:
         print(f"groupdetr: config error: {e}", file=sys.stderr)
         return 2
+    except DatasetError as e:
+        print(f"groupdetr: dataset error: {e}", file=sys.stderr)
+        return 2
+    except (RunError, NonFiniteLoss) as e:
+        print(f"groupdetr: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from groupdetr.evaluation.coco import BACKENDS as COCO_BACKENDS
 from groupdetr.matcher import ASSIGNMENTS
 from groupdetr.model.attention import SELF_ATTENTION
 from groupdetr.model.backbone import BACKBONES
@@ -39,6 +40,7 @@ __all__ = [
     "DataConfig",
     "SynthConfig",
     "OptimConfig",
+    "TrainConfig",
     "load_config",
     "from_dict",
     "to_dict",
@@ -146,6 +148,17 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Engine settings (``groupdetr train``)."""
+
+    amp: bool = False  # bf16 autocast on CUDA; ignored on CPU
+    eval_every: int = 1  # evaluate every n epochs (and always after the last)
+    log_every: int = 50  # iterations between plain log lines when stderr is not a terminal
+    max_iters_per_epoch: int | None = None  # cap for smoke runs (tiny workflows, CI); None = full epoch
+    eval_backend: str = field(default="pycocotools", metadata=_choices(*COCO_BACKENDS))
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "custom"
     seed: int = 42
@@ -156,6 +169,7 @@ class Config:
     postprocess: PostprocessConfig = PostprocessConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,6 +349,9 @@ def validate(cfg: Config) -> Config:
         "optim.epochs": (cfg.optim.epochs, 1),
         "postprocess.num_select": (cfg.postprocess.num_select, 1),
         "postprocess.nms_candidates": (cfg.postprocess.nms_candidates, 1),
+        "train.eval_every": (cfg.train.eval_every, 1),
+        "train.log_every": (cfg.train.log_every, 1),
+        "train.max_iters_per_epoch": (1 if cfg.train.max_iters_per_epoch is None else cfg.train.max_iters_per_epoch, 1),
     }
     for key, (value, low) in minimum.items():
         if value < low:

@@ -73,19 +73,25 @@ class SetCriterion:
         loss_giou = (1 - torch.diag(generalized_box_iou(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tboxes)))).sum()
         return {"loss_ce": loss_ce / num_boxes, "loss_bbox": loss_bbox / num_boxes, "loss_giou": loss_giou / num_boxes}
 
+    def losses_and_matching(self, outputs: dict, targets: list[dict]):
+        """Losses plus the final layer's matching (per image (query_idx, target_idx)), which the
+        engine uses for the matching-instability statistic (DN-DETR) without matching twice."""
+        g = outputs.get("num_groups", 1)
+        num_boxes = normaliser(targets, g, outputs["pred_logits"].device)
+        indices = self.matcher(outputs, targets)
+        losses = self.layer_losses(outputs, targets, indices, num_boxes)
+        for i, aux in enumerate(outputs.get("aux_outputs", [])):
+            aux_losses = self.layer_losses(aux, targets, self.matcher(aux, targets), num_boxes)
+            losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
+        return losses, indices
+
     def __call__(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
         """
         Args:
             outputs: detector output dict (``num_groups`` = G active groups).
             targets: per image ``labels`` [M] (long) and ``boxes`` [M, 4] normalised cxcywh.
         """
-        g = outputs.get("num_groups", 1)
-        num_boxes = normaliser(targets, g, outputs["pred_logits"].device)
-        losses = self.layer_losses(outputs, targets, self.matcher(outputs, targets), num_boxes)
-        for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            aux_losses = self.layer_losses(aux, targets, self.matcher(aux, targets), num_boxes)
-            losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
-        return losses
+        return self.losses_and_matching(outputs, targets)[0]
 
 
 def weight_losses(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:

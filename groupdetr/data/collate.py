@@ -60,14 +60,17 @@ def build_loader(
     seed: int,
     drop_last: bool = False,
     size_divisibility: int = 1,
+    sampler=None,
 ) -> DataLoader:
-    """DataLoader over ``dataset`` batching with :func:`collate`, seeded as in the module docstring."""
+    """DataLoader over ``dataset`` batching with :func:`collate`, seeded as in the module docstring.
+    A ``sampler`` (e.g. ``DistributedSampler``) replaces ``shuffle``."""
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=functools.partial(collate, size_divisibility=size_divisibility),
         worker_init_fn=seed_worker,

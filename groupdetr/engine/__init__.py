@@ -1,0 +1,1 @@
+"""Training and evaluation engine: run-directory contract, resume, DDP, progress."""

@@ -1,0 +1,109 @@
+"""One training epoch, one evaluation pass, and the matching instability between epochs."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections import defaultdict
+
+import torch
+
+from groupdetr.criterion import weight_losses
+from groupdetr.engine.distributed import all_gather_objects, all_reduce_sum
+from groupdetr.engine.progress import progress
+from groupdetr.evaluation import CocoEvaluator
+
+__all__ = ["NonFiniteLoss", "train_one_epoch", "evaluate", "matching_signature", "matching_instability"]
+
+
+class NonFiniteLoss(RuntimeError):
+    """A NaN or infinite loss; the message names epoch and iteration."""
+
+
+def _to(targets: list[dict], device: torch.device) -> list[dict]:
+    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def matching_signature(query_idx: torch.Tensor, target_idx: torch.Tensor, num_targets: int, num_queries: int,
+                       num_groups: int) -> torch.Tensor:
+    """Which query of each group each ground truth got: [G, M] query index within its group (-1:
+    unmatched). Comparing signatures of consecutive epochs gives the matching instability."""
+    sig = torch.full((num_groups, num_targets), -1, dtype=torch.int64)
+    q, t = query_idx.cpu(), target_idx.cpu()
+    sig[q // num_queries, t] = q % num_queries
+    return sig
+
+
+def matching_instability(previous: dict, current: dict) -> float | None:
+    """IS of DN-DETR (Li et al., CVPR 2022, Sec. 3.3): the fraction of (ground truth, group)
+    assignments that changed between two epochs, over the training images matched in both with the
+    same number of objects (a crop that drops objects makes an image incomparable)."""
+    changed = total = 0
+    for image_id, sig in current.items():
+        old = previous.get(image_id)
+        if old is not None and old.shape == sig.shape:
+            changed += int((old != sig).sum())
+            total += sig.numel()
+    return changed / total if total else None
+
+
+def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, device, epoch: int, clip: float,
+                    max_iters: int | None, amp: bool, log_every: int, show: bool):
+    """Train one epoch.
+
+    Returns:
+        (mean of every named loss and of the weighted total over the epoch (all ranks),
+         matching signatures {image_id: [G, M]} of this rank's images, iterations run).
+    """
+    model.train()
+    total_iters = len(loader) if max_iters is None else min(len(loader), max_iters)
+    sums, matching, n = defaultdict(float), {}, 0
+    batches = itertools.islice(loader, total_iters)
+    for i, (images, pad_mask, targets) in enumerate(progress(batches, total_iters, f"epoch {epoch}", log_every, show), 1):
+        images, pad_mask, targets = images.to(device), pad_mask.to(device), _to(targets, device)
+        with _autocast(device, amp):
+            outputs = model(images, pad_mask)
+        losses, indices = criterion.losses_and_matching(outputs, targets)
+        total = weight_losses(losses, loss_weights)
+        if not torch.isfinite(total):
+            raise NonFiniteLoss(f"non-finite loss ({total.item()}) at epoch {epoch}, iteration {i}")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        for k, v in losses.items():
+            sums[k] += v.item()
+        sums["loss"] += total.item()
+        n += 1
+        g, nq = outputs["num_groups"], outputs["pred_logits"].shape[1] // outputs["num_groups"]
+        for t, (q, j) in zip(targets, indices):
+            matching[int(t["image_id"])] = matching_signature(q, j, len(t["labels"]), nq, g)
+    keys = sorted(sums)
+    reduced = all_reduce_sum([sums[k] for k in keys] + [n], device)
+    return {k: v / max(reduced[-1], 1) for k, v in zip(keys, reduced[:-1])}, matching, n
+
+
+@torch.no_grad()
+def evaluate(model, postprocess, loader, device, coco_gt, backend: str, amp: bool = False, show: bool = True,
+             log_every: int = 50) -> dict:
+    """COCO bbox stats of ``model`` in eval mode (its active group) on ``loader``, gathered across
+    ranks; every rank returns the same dict."""
+    model.eval()
+    evaluator = CocoEvaluator(coco_gt, backend=backend)
+    predictions = {}
+    for images, pad_mask, targets in progress(loader, len(loader), "eval", log_every, show):
+        with _autocast(device, amp):
+            outputs = model(images.to(device), pad_mask.to(device))
+        outputs = {k: v.float() for k, v in outputs.items() if k in ("pred_logits", "pred_boxes")}
+        sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
+        for t, r in zip(targets, postprocess(outputs, sizes)):
+            predictions[int(t["image_id"])] = {k: v.cpu() for k, v in r.items()}
+    for part in all_gather_objects(predictions):
+        evaluator.update(part)
+    return evaluator.summarize(("bbox",))

@@ -1,0 +1,228 @@
+"""``groupdetr train``: one engine for a 2-minute CPU run and a multi-GPU COCO run.
+
+Reliability rules (issue #4):
+- the run directory (``groupdetr.engine.rundir``) is the only state; rerunning the same command
+  resumes from the last finished epoch, and a finished run (``metrics.json``) is not retrained;
+- randomness is re-seeded at every epoch from (seed, epoch, rank) and the data order from
+  (seed, epoch), so an epoch computes the same thing whether or not the process was restarted
+  before it: on CPU the final metrics of a resumed run equal those of an uninterrupted one;
+- a run directory with another config, or a checkpoint of another model, is refused with one line
+  and left untouched, unless ``restart`` is asked for.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DistributedSampler
+
+import groupdetr
+from groupdetr.build import build_all, build_optimizer, loss_weights
+from groupdetr.config import Config, config_hash, dump_yaml, from_dict, to_dict
+from groupdetr.data import build_dataset, build_loader
+from groupdetr.engine import rundir as rd
+from groupdetr.engine.distributed import DistInfo, barrier, init_distributed
+from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
+
+__all__ = ["RunError", "train", "check_run_dir", "seed_everything", "peak_memory_mib", "manifest"]
+
+log = logging.getLogger("groupdetr.engine")
+
+
+class RunError(RuntimeError):
+    """The run cannot start or continue; one line saying why. Nothing in the run dir was changed."""
+
+
+def seed_everything(seed: int, epoch: int, rank: int) -> None:
+    """Seed torch, numpy and random for one epoch of one rank."""
+    s = (seed * 1_000_003 + epoch * 1_009 + rank) % 2**31
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(groupdetr.__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def manifest(cfg: Config, info: DistInfo, command: list[str]) -> dict:
+    import torchvision
+
+    return {
+        "config_hash": config_hash(cfg), "command": command, "seed": cfg.seed,
+        "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "numpy": np.__version__, "groupdetr": groupdetr.__version__},
+        "device": torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else platform.processor() or "cpu",
+        "world_size": info.world_size,
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "resumed": [],
+    }
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            keys += _diff_keys(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            keys.append(prefix + k)
+    return keys
+
+
+def check_run_dir(out: Path, cfg: Config, restart: bool) -> str:
+    """State of ``out`` for ``cfg``: "new", "resume" or "finished". Raises RunError (nothing touched)
+    when the directory holds another config and ``restart`` is not set."""
+    cfg_file = out / rd.CONFIG
+    if not cfg_file.is_file():
+        if out.exists() and any(out.iterdir()) and not restart:
+            raise RunError(f"{out} is not empty and holds no run ({rd.CONFIG} missing); choose another --out")
+        return "new"
+    try:
+        old = from_dict(Config, yaml.safe_load(cfg_file.read_text()))
+    except Exception as e:  # a damaged or foreign config file is a refusal, not a crash
+        raise RunError(f"{cfg_file} is not a readable groupdetr config ({str(e).splitlines()[0]}); pass --restart to start over") from None
+    if config_hash(old) != config_hash(cfg) and not restart:
+        keys = ", ".join(_diff_keys(to_dict(old), to_dict(cfg))[:6])
+        raise RunError(f"{out} holds a run with another config (differs in: {keys}); pass --restart to start over")
+    if restart:
+        return "new"
+    return "finished" if (out / rd.METRICS).is_file() else "resume"
+
+
+def _clear(out: Path) -> None:
+    for name in (rd.CHECKPOINT, rd.LOG, rd.METRICS, rd.MANIFEST, rd.CONFIG):
+        (out / name).unlink(missing_ok=True)
+    eval_dir = out / rd.EVAL_DIR
+    if eval_dir.is_dir():
+        for f in eval_dir.iterdir():
+            f.unlink()
+
+
+def _restore(ckpt: dict, cfg: Config, model, optimizer, scheduler, path: Path) -> tuple[int, dict]:
+    if ckpt.get("model_config") != to_dict(cfg.model):
+        raise RunError(f"{path} is a checkpoint of another model; it does not match model.* of this config")
+    if ckpt.get("config_hash") != config_hash(cfg):
+        raise RunError(f"{path} was written under another config; pass --restart to start over")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    return int(ckpt["epoch"]), ckpt.get("matching", {})
+
+
+def _loader(dataset, cfg: Config, info: DistInfo, epoch: int, train: bool):
+    seed = cfg.seed * 1_000_003 + epoch
+    sampler = None
+    if info.world_size > 1:
+        sampler = DistributedSampler(dataset, shuffle=train, seed=cfg.seed, drop_last=train)
+        sampler.set_epoch(epoch)
+    return build_loader(dataset, cfg.optim.batch_size, shuffle=train, num_workers=cfg.data.num_workers, seed=seed,
+                        drop_last=train, sampler=sampler)
+
+
+def train(cfg: Config, out: str | Path, command: list[str] | None = None, restart: bool = False) -> dict:
+    """Train ``cfg`` into run directory ``out`` (resuming, or returning a finished run's metrics)."""
+    out = Path(out)
+    state = check_run_dir(out, cfg, restart)
+    if state == "finished":
+        log.info("%s is finished; nothing to do", out)
+        return json.loads((out / rd.METRICS).read_text())
+    info = init_distributed(cfg.device)
+    if info.device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    train_ds, val_ds = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    torch.manual_seed(cfg.seed)
+    model, criterion, postprocess = build_all(cfg)
+    model.to(info.device)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.lr_drop, gamma=0.1)
+    start, matching = 0, {}
+    ckpt_path = out / rd.CHECKPOINT
+    if state == "resume" and ckpt_path.is_file():
+        try:
+            ckpt = rd.load_checkpoint(ckpt_path)
+        except Exception as e:
+            raise RunError(f"{ckpt_path} cannot be loaded ({str(e).splitlines()[0]}); pass --restart to start over") from None
+        start, matching = _restore(ckpt, cfg, model, optimizer, scheduler, ckpt_path)
+        log.info("resuming %s after epoch %d", out, start)
+    if info.is_main:
+        if state == "new":
+            _clear(out)
+            out.mkdir(parents=True, exist_ok=True)
+            rd.atomic_write_text(out / rd.CONFIG, dump_yaml(cfg))
+            rd.atomic_write_json(out / rd.MANIFEST, manifest(cfg, info, command or sys.argv))
+        else:
+            m = json.loads((out / rd.MANIFEST).read_text())
+            m["resumed"].append(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+            rd.atomic_write_json(out / rd.MANIFEST, m)
+    barrier()
+    net = torch.nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model
+    weights = loss_weights(cfg.loss)
+    # Killed after the last checkpoint but before metrics.json: the last logged stats are final.
+    stats = {k: v for k, v in (rd.read_jsonl(out / rd.LOG) or [{}])[-1].items() if "/" in k}
+    for epoch in range(start + 1, cfg.optim.epochs + 1):
+        seed_everything(cfg.seed, epoch, info.rank)
+        if info.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(info.device)
+        t0 = time.perf_counter()
+        means, current, iters = train_one_epoch(
+            net, criterion, weights, optimizer, _loader(train_ds, cfg, info, epoch, True), info.device, epoch,
+            cfg.optim.clip_max_norm, cfg.train.max_iters_per_epoch, cfg.train.amp, cfg.train.log_every, info.is_main)
+        seconds = time.perf_counter() - t0
+        lrs = [g["lr"] for g in optimizer.param_groups]
+        scheduler.step()
+        current = _merge(current)
+        record = {"epoch": epoch, "lr": lrs[0], "lr_backbone": lrs[-1], **means, "iterations": iters,
+                  "seconds": round(seconds, 3), "matching_instability": matching_instability(matching, current) if matching else None}
+        matching = current
+        t1 = time.perf_counter()
+        if epoch % cfg.train.eval_every == 0 or epoch == cfg.optim.epochs:
+            stats = evaluate(model, postprocess, _loader(val_ds, cfg, info, epoch, False), info.device, val_ds.coco,
+                             cfg.train.eval_backend, cfg.train.amp, info.is_main, cfg.train.log_every)
+            record.update(stats)
+        record["eval_seconds"] = round(time.perf_counter() - t1, 3)
+        record["peak_memory_mib"] = round(peak_memory_mib(info.device), 1)
+        if info.is_main:
+            rd.append_jsonl(out / rd.LOG, record, keep_epochs_below=epoch)
+            rd.save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch, "config_hash": config_hash(cfg), "model_config": to_dict(cfg.model),
+                "config": to_dict(cfg), "matching": matching})
+            log.info("epoch %d/%d: loss %.4f, %s%.1f s", epoch, cfg.optim.epochs, means["loss"],
+                     f"AP {stats['bbox/AP']:.4f}, " if "bbox/AP" in record else "", seconds)
+        barrier()
+    final = {"epoch": cfg.optim.epochs, "config_hash": config_hash(cfg), **stats}
+    if info.is_main:
+        rd.atomic_write_json(out / rd.METRICS, final)
+    barrier()
+    return final
+
+
+def _merge(matching: dict) -> dict:
+    """Union of every rank's matching signatures (each rank saw a different part of the data)."""
+    from groupdetr.engine.distributed import all_gather_objects
+
+    merged = {}
+    for part in all_gather_objects(matching):
+        merged.update(part)
+    return merged

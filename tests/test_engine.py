@@ -1,0 +1,170 @@
+"""Engine: run-directory contract, exact resume after a real kill, refusals, NaN stop, torchrun."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import TINY
+from groupdetr.config import load_config
+from groupdetr.engine import rundir as rd
+from groupdetr.engine.evaluate_run import evaluate_run
+from groupdetr.engine.trainer import RunError, train
+from groupdetr.synth.writer import generate
+
+TIMING_KEYS = {"seconds", "eval_seconds", "peak_memory_mib"}
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engine") / "synth"
+    cfg = load_config("cpu_small", ["data.synth.num_train=16", "data.synth.num_val=8", "data.image_size=64"])
+    generate(cfg.data, root)
+    return root
+
+
+def overrides(root, epochs=3, **kv):
+    extra = [f"{k.replace('__', '.')}={v}" for k, v in kv.items()]
+    return TINY + ["model.num_classes=9", "model.num_groups=3", f"data.root={root}", "data.image_size=64",
+                   f"optim.epochs={epochs}", "optim.batch_size=4", "train.log_every=1"] + extra
+
+
+def cli(out, ovr, *extra):
+    cmd = [sys.executable, "-m", "groupdetr", "train", "--out", str(out), *extra]
+    for o in ovr:
+        cmd += ["--set", o]
+    return cmd
+
+
+def log_without_timings(run):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rd.read_jsonl(run / rd.LOG)]
+
+
+def model_state(run):
+    return rd.load_checkpoint(run / rd.CHECKPOINT)["model"]
+
+
+def test_resume_after_kill_equals_uninterrupted_run(synth_root, tmp_path):
+    ovr = overrides(synth_root, epochs=6)
+    straight = tmp_path / "straight"
+    subprocess.run(cli(straight, ovr), check=True, capture_output=True, text=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli(killed, ovr), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (killed / rd.CHECKPOINT).is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere inside a later epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = rd.load_checkpoint(killed / rd.CHECKPOINT)["epoch"]
+    assert 1 <= done < 6 and not (killed / rd.METRICS).exists()  # really interrupted
+
+    resumed = subprocess.run(cli(killed, ovr), check=True, capture_output=True, text=True)
+    assert f"resuming {killed} after epoch {done}" in resumed.stderr
+    assert json.loads((killed / rd.METRICS).read_text()) == json.loads((straight / rd.METRICS).read_text())
+    assert log_without_timings(killed) == log_without_timings(straight)
+    a, b = model_state(killed), model_state(straight)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    manifest = json.loads((killed / rd.MANIFEST).read_text())
+    assert len(manifest["resumed"]) == 1 and manifest["config_hash"] == json.loads((straight / rd.METRICS).read_text())["config_hash"]
+    # plain progress lines (stderr is not a terminal)
+    assert "epoch 6 [4/4]" in resumed.stderr and "eta" in resumed.stderr
+
+
+def test_finished_run_is_not_retrained_and_other_config_is_refused(synth_root, tmp_path):
+    run = tmp_path / "run"
+    cfg = load_config("cpu_small", overrides(synth_root, epochs=1))
+    first = train(cfg, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert train(cfg, run) == first
+    other = load_config("cpu_small", overrides(synth_root, epochs=1, model__num_groups=2))
+    with pytest.raises(RunError, match="holds a run with another config \\(differs in: model.num_groups"):
+        train(other, run)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert train(other, run, restart=True)["epoch"] == 1
+    assert "num_groups: 2" in (run / rd.CONFIG).read_text()
+
+
+def test_schema_of_run_directory(synth_root, tmp_path):
+    run = tmp_path / "run"
+    train(load_config("cpu_small", overrides(synth_root, epochs=2)), run)
+    assert {p.name for p in run.iterdir()} == {rd.CONFIG, rd.MANIFEST, rd.LOG, rd.METRICS, rd.CHECKPOINT}
+    log = rd.read_jsonl(run / rd.LOG)
+    assert [r["epoch"] for r in log] == [1, 2]
+    for key in ("lr", "lr_backbone", "loss", "loss_ce", "loss_bbox_0", "seconds", "eval_seconds", "peak_memory_mib",
+                "matching_instability", "bbox/AP", "iterations"):
+        assert key in log[1], key
+    assert log[0]["matching_instability"] is None and 0 <= log[1]["matching_instability"] <= 1
+    manifest = json.loads((run / rd.MANIFEST).read_text())
+    assert {"config_hash", "command", "git_commit", "versions", "device", "seed", "world_size"} <= set(manifest)
+    ckpt = rd.load_checkpoint(run / rd.CHECKPOINT)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["model"]["num_groups"] == 3
+
+
+def test_eval_any_group_and_refusals(synth_root, tmp_path):
+    run = tmp_path / "run"
+    train(load_config("cpu_small", overrides(synth_root, epochs=1)), run)
+    r = evaluate_run(run, group=2)
+    assert r["eval_group"] == 2 and "bbox/AP" in r
+    assert json.loads((run / rd.EVAL_DIR / "group2.json").read_text()) == r
+    with pytest.raises(RunError, match="change the architecture"):
+        evaluate_run(run, overrides=["model.hidden_dim=64"])
+    bogus = tmp_path / "bogus.pth"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match="cannot be loaded"):
+        evaluate_run(bogus)
+    # a checkpoint of another model in a run dir of this config
+    other = tmp_path / "other"
+    train(load_config("cpu_small", overrides(synth_root, epochs=1, model__hidden_dim=16)), other)
+    victim = tmp_path / "victim"
+    train(load_config("cpu_small", overrides(synth_root, epochs=1)), victim)
+    (victim / rd.METRICS).unlink()
+    os.replace(other / rd.CHECKPOINT, victim / rd.CHECKPOINT)
+    saved = (victim / rd.CHECKPOINT).read_bytes()
+    with pytest.raises(RunError, match="checkpoint of another model"):
+        train(load_config("cpu_small", overrides(synth_root, epochs=1)), victim)
+    assert (victim / rd.CHECKPOINT).read_bytes() == saved
+
+
+def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(synth_root, tmp_path, monkeypatch):
+    import groupdetr.engine.loop as loop
+
+    calls = {"n": 0}
+    real = loop.weight_losses
+
+    def poisoned(losses, weights):
+        calls["n"] += 1
+        total = real(losses, weights)
+        return total * float("nan") if calls["n"] == 7 else total  # epoch 2 (4 iterations/epoch), iteration 3
+
+    monkeypatch.setattr(loop, "weight_losses", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(loop.NonFiniteLoss, match="non-finite loss \\(nan\\) at epoch 2, iteration 3"):
+        train(load_config("cpu_small", overrides(synth_root, epochs=3)), run)
+    assert rd.load_checkpoint(run / rd.CHECKPOINT)["epoch"] == 1 and not (run / rd.METRICS).exists()
+
+
+def test_cli_errors_are_one_line(synth_root, tmp_path):
+    missing = subprocess.run(cli(tmp_path / "r", overrides(tmp_path / "nowhere", epochs=1)), capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1].startswith("groupdetr: dataset error: dataset root not found")
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(synth_root, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "groupdetr", "train", "--out", str(run)]
+    for o in overrides(synth_root, epochs=2):
+        cmd += ["--set", o]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = rd.read_jsonl(run / rd.LOG)
+    assert [r["epoch"] for r in log] == [1, 2] and log[0]["iterations"] == 2  # 16 images / (2 ranks x 4)
+    assert json.loads((run / rd.MANIFEST).read_text())["world_size"] == 2
+    assert (run / rd.METRICS).is_file()
