@@ -168,3 +168,19 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     assert [r["epoch"] for r in log] == [1, 2] and log[0]["iterations"] == 2  # 16 images / (2 ranks x 4)
     assert json.loads((run / rd.MANIFEST).read_text())["world_size"] == 2
     assert (run / rd.METRICS).is_file()
+
+
+def test_progress_bar_on_terminal_and_lines_otherwise(monkeypatch, capsys, caplog):
+    import logging
+
+    from groupdetr.engine.progress import progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert list(progress(range(5), 5, "epoch 1", every=2)) == list(range(5))
+    bar = capsys.readouterr().err
+    assert "epoch 1:   0%|" in bar and "0/5 [00:00<?" in bar  # tqdm bar: progress, elapsed<remaining (ETA)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    with caplog.at_level(logging.INFO, logger="groupdetr.engine"):
+        assert list(progress(range(5), 5, "epoch 1", every=2)) == list(range(5))
+    assert [r.getMessage().split(" ", 3)[:3] for r in caplog.records] == [["epoch", "1", "[2/5]"], ["epoch", "1", "[4/5]"], ["epoch", "1", "[5/5]"]]
+    assert all("eta" in r.getMessage() for r in caplog.records)
