@@ -13,7 +13,7 @@ from groupdetr.data import build_dataset
 from groupdetr.engine import rundir as rd
 from groupdetr.engine.distributed import init_distributed
 from groupdetr.engine.loop import evaluate
-from groupdetr.engine.trainer import RunError, _loader
+from groupdetr.engine.trainer import RunError, make_loader
 
 __all__ = ["evaluate_run"]
 
@@ -50,7 +50,7 @@ def evaluate_run(target: str | Path, group: int | None = None, overrides: list[s
     model.load_state_dict(ckpt["model"])
     model.to(info.device)
     val = build_dataset(cfg, "val")
-    stats = evaluate(model, postprocess, _loader(val, cfg, info, 0, False), info.device, val.coco,
+    stats = evaluate(model, postprocess, make_loader(val, cfg, info, 0, False), info.device, val.coco,
                      cfg.train.eval_backend, cfg.train.amp, info.is_main, cfg.train.log_every)
     result = {"checkpoint": str(path), "epoch": int(ckpt["epoch"]), "eval_group": cfg.model.eval_group,
               "overrides": list(overrides or []), **stats}

@@ -32,10 +32,10 @@ from groupdetr.build import build_all, build_optimizer, loss_weights
 from groupdetr.config import Config, config_hash, dump_yaml, from_dict, to_dict
 from groupdetr.data import build_dataset, build_loader
 from groupdetr.engine import rundir as rd
-from groupdetr.engine.distributed import DistInfo, barrier, init_distributed
+from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
 
-__all__ = ["RunError", "train", "check_run_dir", "seed_everything", "peak_memory_mib", "manifest"]
+__all__ = ["RunError", "train", "make_loader", "check_run_dir", "seed_everything", "peak_memory_mib", "manifest"]
 
 log = logging.getLogger("groupdetr.engine")
 
@@ -130,7 +130,8 @@ def _restore(ckpt: dict, cfg: Config, model, optimizer, scheduler, path: Path) -
     return int(ckpt["epoch"]), ckpt.get("matching", {})
 
 
-def _loader(dataset, cfg: Config, info: DistInfo, epoch: int, train: bool):
+def make_loader(dataset, cfg: Config, info: DistInfo, epoch: int, train: bool):
+    """Loader of one epoch: order from (seed, epoch); a DistributedSampler shards it under torchrun."""
     seed = cfg.seed * 1_000_003 + epoch
     sampler = None
     if info.world_size > 1:
@@ -186,7 +187,7 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
             torch.cuda.reset_peak_memory_stats(info.device)
         t0 = time.perf_counter()
         means, current, iters = train_one_epoch(
-            net, criterion, weights, optimizer, _loader(train_ds, cfg, info, epoch, True), info.device, epoch,
+            net, criterion, weights, optimizer, make_loader(train_ds, cfg, info, epoch, True), info.device, epoch,
             cfg.optim.clip_max_norm, cfg.train.max_iters_per_epoch, cfg.train.amp, cfg.train.log_every, info.is_main)
         seconds = time.perf_counter() - t0
         lrs = [g["lr"] for g in optimizer.param_groups]
@@ -197,7 +198,7 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         matching = current
         t1 = time.perf_counter()
         if epoch % cfg.train.eval_every == 0 or epoch == cfg.optim.epochs:
-            stats = evaluate(model, postprocess, _loader(val_ds, cfg, info, epoch, False), info.device, val_ds.coco,
+            stats = evaluate(model, postprocess, make_loader(val_ds, cfg, info, epoch, False), info.device, val_ds.coco,
                              cfg.train.eval_backend, cfg.train.amp, info.is_main, cfg.train.log_every)
             record.update(stats)
         record["eval_seconds"] = round(time.perf_counter() - t1, 3)
@@ -220,8 +221,6 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
 
 def _merge(matching: dict) -> dict:
     """Union of every rank's matching signatures (each rank saw a different part of the data)."""
-    from groupdetr.engine.distributed import all_gather_objects
-
     merged = {}
     for part in all_gather_objects(matching):
         merged.update(part)
