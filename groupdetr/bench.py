@@ -36,6 +36,7 @@ import torch
 from groupdetr.build import build_criterion, build_model, build_optimizer, loss_weights
 from groupdetr.config import Config, ConfigError, load_config
 from groupdetr.criterion import weight_losses
+from groupdetr.engine.distributed import resolve_device as engine_device
 from groupdetr.model.attention import SELF_ATTENTION, ProjectedAttention
 
 __all__ = ["add_bench_args", "run_bench_cli", "main"]
@@ -96,12 +97,11 @@ def resolve_config(args: argparse.Namespace, k: int, sa: str) -> Config:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; an explicit ``cuda`` without CUDA is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda but CUDA is not available")
-    return torch.device(name)
+    """The engine's device rule (``auto`` -> CUDA when present), failing as a BenchError."""
+    try:
+        return engine_device(name)
+    except RuntimeError as e:
+        raise BenchError(str(e)) from None
 
 
 def random_batch(cfg: Config, batch: int, size: int, objects: int, device: torch.device):

@@ -77,9 +77,9 @@ def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, dev
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
-        for k, v in losses.items():
-            sums[k] += v.item()
-        sums["loss"] += total.item()
+        values = torch.stack([v.detach() for v in losses.values()] + [total.detach()]).tolist()  # one host sync
+        for k, v in zip([*losses, "loss"], values):
+            sums[k] += v
         n += 1
         g, nq = outputs["num_groups"], outputs["pred_logits"].shape[1] // outputs["num_groups"]
         for t, (q, j) in zip(targets, indices):
