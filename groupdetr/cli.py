@@ -70,6 +70,14 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_paper_tables(args) -> int:
+    from groupdetr.reporting.paper import load_reported, write_paper_tables
+
+    for path in write_paper_tables(load_reported(args.reported), args.out):
+        print(path)
+    return 0
+
+
 def _cmd_synth(args) -> int:
     from groupdetr.synth.writer import SynthError, generate
 
@@ -124,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="replace an existing benchmark with other settings")
     p.set_defaults(func=_cmd_synth)
+    p = sub.add_parser("paper-tables", help="reshape the paper's reported numbers into results/paper/*.csv")
+    p.add_argument("--reported", default="results/paper/reported.csv", help="transcription CSV (with sources)")
+    p.add_argument("--out", default="results/paper", help="output folder")
+    p.set_defaults(func=_cmd_paper_tables)
     from groupdetr.bench import add_bench_args
 
     p = sub.add_parser("bench", help="time train/eval steps and peak memory for several K",
