@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from groupdetr.box_ops import cxcywh_to_xyxy, generalized_box_iou
+from groupdetr.box_ops import cxcywh_to_xyxy
 from groupdetr.matcher import HungarianMatcher
 
 __all__ = ["SetCriterion", "weight_losses", "normaliser"]
@@ -70,7 +70,9 @@ class SetCriterion:
 
         src = boxes[batch_idx, query_idx]
         loss_bbox = F.l1_loss(src, tboxes, reduction="sum")
-        loss_giou = (1 - torch.diag(generalized_box_iou(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tboxes)))).sum()
+        # Paired GIoU, O(P): DETR's diag(generalized_box_iou(...)) builds a P x P matrix, and with
+        # groups P = K * #GT, so its cost (and its backward's) grows with K^2.
+        loss_giou = generalized_box_iou_loss(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tboxes), reduction="sum")
         return {"loss_ce": loss_ce / num_boxes, "loss_bbox": loss_bbox / num_boxes, "loss_giou": loss_giou / num_boxes}
 
     def losses_and_matching(self, outputs: dict, targets: list[dict]):
