@@ -4,10 +4,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import random_targets, tiny_config, tiny_model
-from groupdetr.build import build_all
-from groupdetr.criterion import weight_losses
+from conftest import random_targets, tiny_model
 from groupdetr.build import loss_weights
+from groupdetr.criterion import weight_losses
 from groupdetr.groups import group_slice
 
 

@@ -1,10 +1,8 @@
 """``groupdetr eval``: evaluate a run directory or a checkpoint, with any group (paper Fig. 4)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import torch
 
 from groupdetr.build import build_all
 from groupdetr.config import Config, apply_overrides, from_dict, to_dict
