@@ -65,7 +65,8 @@ class BackboneConfig:
     weights: str | None = None  # local ImageNet state-dict file; never downloaded
     train_backbone: bool = True
     dilation: bool = False  # DC5 variants
-    channels: tuple[int, ...] = (32, 64, 128, 256)  # small_cnn only
+    channels: tuple[int, ...] = (32, 64, 128, 256)  # small_cnn only: one stride-2 stage per entry
+    depth: int = 1  # small_cnn only: conv layers per stage
 
 
 @dataclass(frozen=True)
@@ -328,6 +329,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def validate(cfg: Config) -> Config:
     """Cross-field checks; raises ConfigError with one line."""
     m, mt = cfg.model, cfg.matcher
+    if m.backbone.depth < 1:
+        raise ConfigError(f"model.backbone.depth must be >= 1, got {m.backbone.depth}")
     minimum = {  # key: (value, smallest valid value)
         "model.num_groups": (m.num_groups, 1),
         "model.num_queries": (m.num_queries, 1),

@@ -32,3 +32,16 @@ def test_small_cnn_stride_and_channels():
     bb = SmallCNN((8, 16, 32))
     assert bb.stride == 8 and bb.num_channels == 32
     assert bb(torch.randn(2, 3, 64, 48)).shape == (2, 32, 8, 6)
+
+
+def test_small_cnn_depth_adds_stride_one_layers_per_stage():
+    import torch
+
+    from groupdetr.model.backbone import SmallCNN
+
+    one, two = SmallCNN((8, 16), depth=1), SmallCNN((8, 16), depth=2)
+    x = torch.randn(2, 3, 32, 32)
+    assert one(x).shape == two(x).shape == (2, 16, 8, 8)
+    convs = [m for m in two.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(2, 2), (1, 1), (2, 2), (1, 1)]
+    assert len([m for m in one.modules() if isinstance(m, torch.nn.Conv2d)]) == 2

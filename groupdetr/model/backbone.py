@@ -63,17 +63,20 @@ class ResNetBackbone(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Conv(3x3, stride 2) - GroupNorm - ReLU stages, trained from scratch on CPU.
+    """Stages of ``depth`` Conv(3x3)-GroupNorm-ReLU layers, the first of each with stride 2; trained
+    from scratch on CPU.
 
     GroupNorm behaves the same in train and eval mode, so train/eval equivalence tests are exact.
     """
 
-    def __init__(self, channels: tuple[int, ...]):
+    def __init__(self, channels: tuple[int, ...], depth: int = 1):
         super().__init__()
         layers, cin = [], 3
         for cout in channels:
-            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.GroupNorm(8, cout), nn.ReLU(inplace=True)]
-            cin = cout
+            for i in range(depth):
+                layers += [nn.Conv2d(cin, cout, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
+                           nn.GroupNorm(8, cout), nn.ReLU(inplace=True)]
+                cin = cout
         self.body = nn.Sequential(*layers)
         self.num_channels = cin
         self.stride = 2 ** len(channels)
@@ -88,7 +91,7 @@ def _resnet(cfg) -> nn.Module:
 
 
 def _small(cfg) -> nn.Module:
-    return SmallCNN(tuple(cfg.channels))
+    return SmallCNN(tuple(cfg.channels), cfg.depth)
 
 
 BACKBONES = {
