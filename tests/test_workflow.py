@@ -1,0 +1,100 @@
+"""The Snakemake workflow: lint, dry runs of the default targets, a tiny end-to-end run, refusals."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def snakemake(*args, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(cwd), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """The "Job stats" table of a dry run as {rule: count}."""
+    table = stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {p[0]: int(p[1]) for p in (line.split() for line in table.splitlines()) if len(p) == 2 and p[1].isdigit()}
+
+
+def tiny_config(tmp: Path) -> list[str]:
+    return ["--configfile", str(REPO / "workflows/config/tiny.yaml"), "--config", f"runs={tmp}/runs",
+            f"out={tmp}/results", f"logs={tmp}/logs", f"data_root={tmp}/synth"]
+
+
+def test_lint_is_clean(tmp_path):
+    proc = subprocess.run([SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("target", ["results/ablation_K", "results/ablation_assignment", None])
+def test_dry_run_of_the_default_targets(tmp_path, target):
+    """The user's command as written (default config, cpu preset) plans every run and evaluation."""
+    proc = snakemake("-n", "--cores", "all", *([target] if target else []), cwd=tmp_path)
+    jobs = job_counts(proc.stdout)
+    assert jobs["synth"] == 1
+    if target == "results/ablation_K":
+        assert jobs["train"] == 33 and jobs["evaluate"] == 33  # K = 1..11 x 3 seeds; every group of K=11 alone
+    if target == "results/ablation_assignment":
+        assert jobs["train"] == 12 and jobs["evaluate"] == 3  # Table 7 rows (a)-(d) x 3 seeds; o2m with NMS
+    if target is None:
+        assert jobs["train"] == 45 and jobs["gather"] == 2 and jobs["notebook"] >= 3
+
+
+def test_paper_preset_is_one_switch(tmp_path):
+    coco = tmp_path / "coco"
+    proc = snakemake("-n", "-p", "--cores", "8", "--config", "preset=paper", f"coco_root={coco}",
+                     "results/ablation_K", cwd=tmp_path)
+    assert "-c paper_cdetr_r50_12ep" in proc.stdout and f"data.root={coco}" in proc.stdout
+    assert "torch.distributed.run --standalone --nproc-per-node 8" in proc.stdout
+    assert "rule synth" not in proc.stdout  # COCO is read in place
+
+
+@pytest.mark.parametrize("config, message", [
+    (["preset=paper"], "pass --config coco_root="),
+    (["preset=nope"], "preset 'nope' is not defined"),
+    (["variants={ablation_K: [K99]}"], "unknown variant(s) K99"),
+    (["overrides=[model.num_grups=3]"], "did you mean"),
+])
+def test_bad_settings_fail_with_one_line(tmp_path, config, message):
+    proc = snakemake("-n", "--cores", "1", "--config", *config, cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr[-2000:]
+
+
+def test_tiny_workflow_end_to_end(tmp_path):
+    """Render, train, evaluate (per group, with NMS), gather, notebooks; then nothing is redone."""
+    shutil.copytree(REPO / "results/paper", tmp_path / "results/paper")
+    snakemake("--cores", "2", *tiny_config(tmp_path), cwd=tmp_path / "wd")
+    res = tmp_path / "results"
+    for study, variants in [("ablation_K", {"K1", "K11"}), ("ablation_assignment", {"naive_one_to_many", "group_detr"})]:
+        runs = pd.read_csv(res / study / "runs.csv")
+        assert set(runs["variant"]) == variants
+        for name in ["summary.csv", "table.md", "table.tex", "README.md"]:
+            assert (res / study / name).stat().st_size > 0
+    k = pd.read_csv(res / "ablation_K" / "runs.csv")
+    assert {f"group{g}" for g in range(11)} <= set(k["evaluation"])
+    for fig in ["ap_vs_k", "ap_vs_epoch", "per_group_ap", "instability"]:
+        assert (res / "ablation_K" / f"{fig}.png").read_bytes()[:4] == b"\x89PNG"
+    a = pd.read_csv(res / "ablation_assignment" / "runs.csv")
+    assert "nms" in set(a["evaluation"])
+    for nb in (REPO / "notebooks").glob("*.ipynb"):
+        assert (res / "notebooks" / nb.name).is_file()
+    # every job logged and benchmarked
+    assert list((tmp_path / "logs" / "train").rglob("*.log")) and list((tmp_path / "logs" / "benchmarks").rglob("*.tsv"))
+
+    before = (res / "ablation_K" / "runs.csv").stat().st_mtime_ns
+    again = snakemake("--cores", "2", *tiny_config(tmp_path), cwd=tmp_path / "wd")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    assert (res / "ablation_K" / "runs.csv").stat().st_mtime_ns == before

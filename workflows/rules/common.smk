@@ -1,0 +1,186 @@
+# Settings, studies and the helper functions every rule uses. Study semantics live in the library
+# (groupdetr.studies, tested); this file only maps them onto paths and commands.
+#
+# Software: every rule runs the project's own package with the interpreter that runs Snakemake (the
+# uv-locked .venv of the README's set-up; on a cluster the same path on a shared file system). That is
+# why rules use `run:` blocks calling `shell()` rather than declaring a per-rule conda environment or
+# container: there is no other environment to deploy, and the lock file pins it.
+import hashlib
+import json
+import shlex
+import sys
+from functools import cache
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from groupdetr.config import ConfigError, load_config, to_dict
+from groupdetr.studies import StudyError, load_studies, run_dir
+
+REPO = Path(workflow.current_basedir).parent.parent
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+def fail(message):
+    """Stop the workflow with one line naming the problem (no traceback)."""
+    sys.stderr.write(f"groupdetr workflow: {message}\n")
+    sys.exit(2)
+
+
+def preset():
+    """The active preset entry of config['presets'] (the one switch between CPU and paper runs)."""
+    name = config["preset"]
+    if name not in config["presets"]:
+        fail(f"preset {name!r} is not defined (known: {', '.join(config['presets'])})")
+    return config["presets"][name]
+
+
+@cache
+def uses_coco():
+    """Whether the preset's recipe reads COCO (then config['coco_root'] is required)."""
+    return load_config(preset()["recipe"], preset()["overrides"]).data.dataset == "coco"
+
+
+@cache
+def data_overrides():
+    """Where the preset's dataset lives: the COCO root, or a rendered benchmark keyed by its settings
+    (a change of benchmark settings renders a new folder and never touches a finished one)."""
+    if uses_coco():
+        if not config["coco_root"]:
+            fail(f"preset {config['preset']!r} trains on COCO: pass --config coco_root=/path/to/coco")
+        return [f"data.root={config['coco_root']}"]
+    data = to_dict(load_config(preset()["recipe"], preset()["overrides"] + config["overrides"]).data)
+    data.pop("root"), data.pop("num_workers")
+    key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
+    return [f"data.root={config['data_root']}/{data['dataset']}-{data['image_size']}px-{key}"]
+
+
+def base_overrides():
+    """Overrides of every run: the preset's, then the dataset location, then config['overrides']."""
+    return list(preset()["overrides"]) + data_overrides() + list(config["overrides"])
+
+
+def load_study_file():
+    path = Path(config["studies"])
+    path = path if path.is_absolute() else REPO / path
+    try:
+        return load_studies(path, preset()["recipe"], base_overrides())
+    except (StudyError, ConfigError) as e:
+        fail(str(e))
+
+
+STUDIES = load_study_file()
+
+
+def study_seeds(study):
+    """The seeds to run for a study (config['seeds'] replaces the study's own)."""
+    return list(config["seeds"] or STUDIES[study].seeds)
+
+
+def study_variants(study):
+    """The variants to run for a study (config['variants'][study] selects a subset)."""
+    chosen = config["variants"].get(study)
+    if chosen is None:
+        return list(STUDIES[study].variants)
+    unknown = [v for v in chosen if v not in STUDIES[study].variants]
+    if unknown:
+        fail(f"config variants.{study}: unknown variant(s) {', '.join(unknown)}")
+    return list(chosen)
+
+
+for _study in config["variants"]:
+    if _study not in STUDIES:
+        fail(f"config variants: unknown study {_study!r} (known: {', '.join(STUDIES)})")
+
+
+def run_path(study, variant, seed):
+    return run_dir(config["runs"], study, variant, seed)
+
+
+def run_overrides(study, variant, seed):
+    """The full dotted overrides of one run, after the preset's recipe."""
+    return base_overrides() + list(STUDIES[study].variants[variant].overrides) + [f"seed={seed}"]
+
+
+@cache
+def run_config(study, variant):
+    return load_config(preset()["recipe"], run_overrides(study, variant, 0))
+
+
+def evaluations(study, variant):
+    """Extra evaluations of a variant's runs (one group alone, another postprocess)."""
+    return STUDIES[study].evaluations_for(variant, run_config(study, variant).model.num_groups)
+
+
+def set_args(overrides):
+    return " ".join(f"--set {shlex.quote(o)}" for o in overrides)
+
+
+def groupdetr_command():
+    """`python -m groupdetr` of the interpreter running Snakemake (the project's venv)."""
+    return f"{shlex.quote(sys.executable)} -m groupdetr"
+
+
+def train_command(wildcards, threads):
+    """One training run; through torchrun when the preset asks for more than one GPU."""
+    gpus = preset()["gpus"]
+    launcher = (f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc-per-node {gpus} -m groupdetr"
+                if gpus > 1 else groupdetr_command())
+    run = run_path(wildcards.study, wildcards.variant, int(wildcards.seed))
+    overrides = run_overrides(wildcards.study, wildcards.variant, int(wildcards.seed))
+    return (f"OMP_NUM_THREADS={threads} {launcher} train -c {shlex.quote(preset()['recipe'])} {set_args(overrides)} "
+            f"--out {shlex.quote(str(run))}")
+
+
+def eval_command(wildcards):
+    """`groupdetr eval` of one finished run for one named extra evaluation."""
+    (ev,) = [e for e in evaluations(wildcards.study, wildcards.variant) if e.name == wildcards.evaluation] or [None]
+    if ev is None:
+        fail(f"study {wildcards.study}: no evaluation {wildcards.evaluation!r} for variant {wildcards.variant}")
+    run = run_path(wildcards.study, wildcards.variant, int(wildcards.seed))
+    group = f" --group {ev.group}" if ev.group is not None else ""
+    out = run / "eval" / f"{ev.name}.json"
+    return f"{groupdetr_command()} eval {shlex.quote(str(run))}{group} {set_args(ev.overrides)} --out {shlex.quote(str(out))}"
+
+
+def dataset_input(wildcards):
+    """The rendered benchmark a run needs (nothing for COCO: the engine checks the root itself)."""
+    return [] if uses_coco() else [str(Path(data_overrides()[0].split("=", 1)[1]) / "synth.json")]
+
+
+def study_runs(study):
+    """Every (variant, seed) of a study as selected by the config."""
+    return [(v, s) for v in study_variants(study) for s in study_seeds(study)]
+
+
+def gather_inputs(wildcards):
+    """What a study's tables need: every run's metrics.json and every extra evaluation."""
+    files = []
+    for variant, seed in study_runs(wildcards.study):
+        run = run_path(wildcards.study, variant, seed)
+        files.append(str(run / "metrics.json"))
+        files += [str(run / "eval" / f"{e.name}.json") for e in evaluations(wildcards.study, variant)]
+    return files
+
+
+def gather_args(wildcards):
+    return (f"--seeds {' '.join(map(str, study_seeds(wildcards.study)))} "
+            f"--variants {' '.join(study_variants(wildcards.study))}")
+
+
+NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb"))
+
+
+def all_targets():
+    """Every study's gathered folder plus the executed notebooks."""
+    return [f"{config['out']}/{s}" for s in STUDIES] + [f"{config['out']}/notebooks/{n}.ipynb" for n in NOTEBOOKS]
+
+
+wildcard_constraints:
+    study="|".join(STUDIES),
+    variant=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    seed=r"\d+",
+    evaluation=r"[A-Za-z0-9_]+",
+    notebook="|".join(NOTEBOOKS) or "no-notebooks",

@@ -1,0 +1,40 @@
+# Gathered tables and figures per study, and the notebooks executed headless against them.
+
+
+localrules:
+    gather,
+    notebook,
+
+
+rule gather:
+    input:
+        gather_inputs,
+    output:
+        directory(f"{config['out']}/{{study}}"),
+    log:
+        f"{config['logs']}/gather/{{study}}.log",
+    benchmark:
+        f"{config['logs']}/benchmarks/gather/{{study}}.tsv"
+    params:
+        command=lambda wildcards: (
+            f"{groupdetr_command()} gather --studies {shlex.quote(str(REPO / config['studies']))} "
+            f"--study {wildcards.study} --runs {shlex.quote(config['runs'])} {gather_args(wildcards)}"
+        ),
+    run:
+        shell("{params.command} --out {output} > {log} 2>&1")
+
+
+rule notebook:
+    input:
+        notebook=str(REPO / "notebooks" / "{notebook}.ipynb"),
+        studies=[f"{config['out']}/{s}" for s in STUDIES],
+    output:
+        f"{config['out']}/notebooks/{{notebook}}.ipynb",
+    log:
+        f"{config['logs']}/notebooks/{{notebook}}.log",
+    benchmark:
+        f"{config['logs']}/benchmarks/notebooks/{{notebook}}.tsv"
+    params:
+        command=lambda wildcards: f"{groupdetr_command()} notebook --results {shlex.quote(config['out'])}",
+    run:
+        shell("{params.command} {input.notebook} --out {output} > {log} 2>&1")

@@ -1,0 +1,42 @@
+# Training runs (the engine's run-directory contract; a rerun resumes, a finished run is kept) and the
+# extra evaluations of finished runs.
+
+
+rule train:
+    input:
+        dataset_input,
+    output:
+        f"{config['runs']}/{{study}}/{{variant}}/seed{{seed}}/metrics.json",
+    log:
+        f"{config['logs']}/train/{{study}}/{{variant}}/seed{{seed}}.log",
+    benchmark:
+        f"{config['logs']}/benchmarks/train/{{study}}/{{variant}}/seed{{seed}}.tsv"
+    params:
+        command=train_command,
+    threads: preset()["threads"]
+    resources:
+        gpu=preset()["gpus"],
+        mem_mb=preset()["mem_mb"],
+        runtime=preset()["runtime"],
+    run:
+        shell("{params.command} > {log} 2>&1")
+
+
+rule evaluate:
+    input:
+        f"{config['runs']}/{{study}}/{{variant}}/seed{{seed}}/metrics.json",
+    output:
+        f"{config['runs']}/{{study}}/{{variant}}/seed{{seed}}/eval/{{evaluation}}.json",
+    log:
+        f"{config['logs']}/eval/{{study}}/{{variant}}/seed{{seed}}/{{evaluation}}.log",
+    benchmark:
+        f"{config['logs']}/benchmarks/eval/{{study}}/{{variant}}/seed{{seed}}/{{evaluation}}.tsv"
+    params:
+        command=eval_command,
+    threads: 1
+    resources:
+        gpu=min(preset()["gpus"], 1),
+        mem_mb=preset()["mem_mb"],
+        runtime=30,
+    run:
+        shell("OMP_NUM_THREADS={threads} {params.command} > {log} 2>&1")
