@@ -7,6 +7,8 @@ Subcommands:
     groupdetr eval RUN_OR_CKPT [--group g]            evaluate, any group alone
     groupdetr synth [--config R] [--out DIR]          render the embedded benchmark
     groupdetr bench [...]                             speed/memory benchmark of the group mechanics
+    groupdetr gather --study S --runs R --out DIR     one study's runs -> tables, figures (results/S)
+    groupdetr notebook NB.ipynb [--out X --results D] execute a notebook headless
 """
 from __future__ import annotations
 
@@ -78,6 +80,31 @@ def _cmd_paper_tables(args) -> int:
     return 0
 
 
+def _cmd_gather(args) -> int:
+    from groupdetr.reporting.study import gather
+    from groupdetr.studies import StudyError, load_studies
+
+    studies = load_studies(args.studies)
+    if args.study not in studies:
+        raise StudyError(f"{args.studies}: no study {args.study!r} (known: {', '.join(studies)})")
+    out = args.out or f"results/{args.study}"
+    command = ["groupdetr", "gather", "--studies", str(args.studies), "--study", args.study, "--runs", str(args.runs),
+               "--out", str(out)]
+    command += ["--seeds", *map(str, args.seeds)] if args.seeds else []
+    command += ["--variants", *args.variants] if args.variants else []
+    for path in gather(studies[args.study], args.runs, out, seeds=args.seeds, variants=args.variants, command=command):
+        print(path)
+    return 0
+
+
+def _cmd_notebook(args) -> int:
+    from groupdetr.reporting.notebooks import execute_notebook
+
+    execute_notebook(args.notebook, out=args.out, results_root=args.results, timeout=args.timeout)
+    print(args.out or f"{args.notebook}: ran without error")
+    return 0
+
+
 def _cmd_synth(args) -> int:
     from groupdetr.synth.writer import SynthError, generate
 
@@ -136,6 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reported", default="results/paper/reported.csv", help="transcription CSV (with sources)")
     p.add_argument("--out", default="results/paper", help="output folder")
     p.set_defaults(func=_cmd_paper_tables)
+    p = sub.add_parser("gather", help="gather one study's finished runs into tables and figures",
+                       description="Read {runs}/{study}/{variant}/seed{seed} of every variant and seed of a study "
+                                   "(workflows/config/studies.yaml) and write runs.csv, summary.csv, effects.csv, "
+                                   "table.md, table.tex, the study's figures and README.md into --out, atomically.")
+    p.add_argument("--studies", default="workflows/config/studies.yaml", help="studies file")
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--runs", required=True, help="root of the run directories, e.g. results/runs")
+    p.add_argument("--out", default=None, help="output folder (default: results/<study>)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds to gather (default: the study's)")
+    p.add_argument("--variants", nargs="+", default=None, help="variants to gather (default: all)")
+    p.set_defaults(func=_cmd_gather)
+    p = sub.add_parser("notebook", help="execute a notebook headless (nbclient)",
+                       description="Execute every cell of a notebook in a fresh kernel; the results root reaches "
+                                   "the notebook as $GROUPDETR_RESULTS. A failing cell is one line, exit 1.")
+    p.add_argument("notebook", help="the .ipynb file")
+    p.add_argument("--out", default=None, help="write the executed notebook here (default: write nothing)")
+    p.add_argument("--results", default=None, help="results root (default: the repository's results/)")
+    p.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    p.set_defaults(func=_cmd_notebook)
     from groupdetr.bench import add_bench_args
 
     p = sub.add_parser("bench", help="time train/eval steps and peak memory for several K",
@@ -149,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     from groupdetr.data import DatasetError
     from groupdetr.engine.loop import NonFiniteLoss
     from groupdetr.engine.trainer import RunError
+    from groupdetr.reporting import GatherError  # light: pandas/scipy only load for `gather`
+    from groupdetr.reporting.notebooks import NotebookError, NotebookFailed
+    from groupdetr.studies import StudyError
 
     args = build_parser().parse_args(argv)
     try:
@@ -159,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as e:
         print(f"groupdetr: dataset error: {e}", file=sys.stderr)
         return 2
-    except (RunError, NonFiniteLoss) as e:
+    except (StudyError, GatherError, NotebookError) as e:
+        print(f"groupdetr: {e}", file=sys.stderr)
+        return 2
+    except (RunError, NonFiniteLoss, NotebookFailed) as e:
         print(f"groupdetr: {e}", file=sys.stderr)
         return 1
 

@@ -1,0 +1,892 @@
+"""Gather one study's finished runs into the tables and figures a paper needs.
+
+Reads only the run-directory contract (``docs/run-directory.md``) of
+``{runs}/{study}/{variant}/seed{seed}``: ``config.yaml``, ``manifest.json``, ``log.jsonl``,
+``metrics.json`` and ``eval/{name}.json``. Everything after :func:`collect` is a pure function of
+its long table, so notebooks can rebuild any table or figure from ``runs.csv`` alone.
+
+- :func:`collect`: one row per (variant, seed, evaluation, epoch, metric) with provenance columns.
+- :func:`summarize`: mean and Student-t 95 % CI over seeds; :func:`effect`: Welch 95 % CI of a
+  difference; :func:`effects_table`, :func:`flattening_point`, :func:`per_group_summary`.
+- :func:`results_table`, :func:`to_markdown`, :func:`to_latex`: the paper-style table (AP x 100).
+- ``plot_*``: matplotlib figures (object API, no pyplot state; PNG via Agg).
+- :func:`gather`: all of the above written atomically into one folder; :func:`read_gathered`.
+
+This module imports neither torch nor the model: notebooks that read gathered results stay light.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats as st
+
+from groupdetr.reporting import GatherError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from groupdetr.studies import Study
+
+__all__ = [
+    "GatherError",
+    "PROVENANCE",
+    "COLUMNS",
+    "TABLE_METRICS",
+    "NOT_COCO",
+    "collect",
+    "mean_ci",
+    "summarize",
+    "effect",
+    "effects_table",
+    "flattening_point",
+    "per_group_summary",
+    "as_points",
+    "results_table",
+    "to_markdown",
+    "to_latex",
+    "plot_ap_vs_k",
+    "plot_ap_vs_epoch",
+    "plot_per_group",
+    "plot_instability",
+    "plot_variants",
+    "gather",
+    "read_gathered",
+    "find_gathered",
+    "read_all_gathered",
+]
+
+# Run-directory file names (the constants of groupdetr.engine.rundir, which imports torch).
+_CONFIG, _MANIFEST, _LOG, _METRICS, _EVAL_DIR = "config.yaml", "manifest.json", "log.jsonl", "metrics.json", "eval"
+
+#: provenance columns on every row of :func:`collect`, in order.
+PROVENANCE = ("study", "variant", "label", "paper_row", "seed", "run_dir", "config_hash", "git_commit", "git_dirty",
+              "recipe", "dataset", "detector", "backbone", "num_groups", "num_queries", "assignment",
+              "self_attention", "eval_group", "nms_iou", "epochs", "device", "world_size", "groupdetr_version")
+#: every column of :func:`collect`.
+COLUMNS = PROVENANCE + ("evaluation", "epoch", "metric", "value")
+#: metrics of the paper-style table (paper Tables 3, 7: AP, AP50, AP75, APs, APm, APl).
+TABLE_METRICS = ("bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl")
+#: the warning every result on the embedded benchmark carries.
+NOT_COCO = ("AP on the embedded benchmark is not COCO AP: compare effects between variants, "
+            "not absolute values (and not with the paper's numbers).")
+
+_GROUP_EVAL = re.compile(r"^group(\d+)$")
+_BACKBONE_NAMES = {"resnet50": "ResNet-50"}
+
+
+# ---------------------------------------------------------------------------------------------
+# collect
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise GatherError(f"{path}: missing")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise GatherError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise GatherError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise GatherError(f"{path}: missing")
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise GatherError(f"{path}:{i}: not valid JSON ({e})") from None
+    return rows
+
+
+def _get(tree: dict, dotted: str, where: Path) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise GatherError(f"{where}: no key {dotted}")
+        node = node[part]
+    return node
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _metric_value(key: str, value: float) -> float:
+    # COCO reports -1 for a stat without any ground truth (e.g. APs when nothing is small): not a score.
+    return math.nan if "/" in key and value < 0 else float(value)
+
+
+def _stats(record: dict) -> dict[str, float]:
+    """The evaluation stats of a metrics/eval record (keys like ``bbox/AP``)."""
+    return {k: _metric_value(k, v) for k, v in record.items() if "/" in k and _is_number(v)}
+
+
+def _override_value(overrides: Iterable[str], key: str) -> tuple[bool, Any]:
+    found, value = False, None
+    for item in overrides:
+        k, sep, v = str(item).partition("=")
+        if sep and k.strip() == key:
+            found, value = True, yaml.safe_load(v)
+    return found, value
+
+
+def _check_overrides(cfg: dict, overrides: Sequence[str], path: Path) -> None:
+    """A run directory must hold the variant it is filed under: each override's value is in its config."""
+    for item in overrides:
+        key, _, text = item.partition("=")
+        want = yaml.safe_load(text)
+        have = _get(cfg, key, path)
+        if isinstance(want, (list, tuple)):
+            want = list(want)
+        if have != want and not (_is_number(have) and _is_number(want) and math.isclose(have, want)):
+            raise GatherError(f"{path}: {key} is {have!r} but the variant sets {want!r}; "
+                              f"this run directory holds another variant")
+
+
+def _provenance(study: Study, variant, seed: int, run: Path, cfg: dict, manifest: dict) -> dict:
+    cfg_path = run / _CONFIG
+    backbone = _get(cfg, "model.backbone.name", cfg_path)
+    return {
+        "study": study.name, "variant": variant.name, "label": variant.label, "paper_row": variant.paper_row,
+        "seed": seed, "run_dir": str(run), "config_hash": manifest.get("config_hash"),
+        "git_commit": manifest.get("git_commit"), "git_dirty": manifest.get("git_dirty"),
+        "recipe": _get(cfg, "name", cfg_path), "dataset": _get(cfg, "data.dataset", cfg_path),
+        # One detector core (Conditional DETR); DC5 = dilated last backbone stage, as in the paper's tables.
+        "detector": "C-DETR-DC5" if cfg.get("model", {}).get("backbone", {}).get("dilation") else "C-DETR",
+        "backbone": _BACKBONE_NAMES.get(backbone, backbone),
+        "num_groups": _get(cfg, "model.num_groups", cfg_path), "num_queries": _get(cfg, "model.num_queries", cfg_path),
+        "assignment": _get(cfg, "matcher.assignment", cfg_path),
+        "self_attention": _get(cfg, "model.self_attention", cfg_path),
+        "eval_group": _get(cfg, "model.eval_group", cfg_path), "nms_iou": _get(cfg, "postprocess.nms_iou", cfg_path),
+        "epochs": _get(cfg, "optim.epochs", cfg_path), "device": manifest.get("device"),
+        "world_size": manifest.get("world_size"),
+        "groupdetr_version": (manifest.get("versions") or {}).get("groupdetr"),
+    }
+
+
+def _run_rows(study: Study, variant, seed: int, runs_root: Path) -> list[dict]:
+    from groupdetr.studies import run_dir
+
+    run = run_dir(runs_root, study.name, variant.name, seed)
+    metrics_path = run / _METRICS
+    if not metrics_path.is_file():
+        what = "run not finished" if run.is_dir() else "run missing"
+        raise GatherError(f"{metrics_path}: missing ({what}: study {study.name}, variant {variant.name}, seed {seed})")
+    metrics = _read_json(metrics_path)
+    manifest = _read_json(run / _MANIFEST)
+    cfg_path = run / _CONFIG
+    if not cfg_path.is_file():
+        raise GatherError(f"{cfg_path}: missing")
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text())
+    except yaml.YAMLError as e:
+        raise GatherError(f"{cfg_path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(cfg, dict):
+        raise GatherError(f"{cfg_path}: expected a mapping")
+    if metrics.get("config_hash") != manifest.get("config_hash"):
+        raise GatherError(f"{metrics_path}: config_hash {metrics.get('config_hash')} differs from the manifest's "
+                          f"{manifest.get('config_hash')}; the run directory mixes two runs")
+    _check_overrides(cfg, variant.overrides, cfg_path)
+    base = _provenance(study, variant, seed, run, cfg, manifest)
+    final_epoch = int(_get(metrics, "epoch", metrics_path))
+    stats = _stats(metrics)
+    if not stats:
+        raise GatherError(f"{metrics_path}: no evaluation stats (keys like bbox/AP)")
+    rows = [{**base, "evaluation": "final", "epoch": final_epoch, "metric": k, "value": v} for k, v in stats.items()]
+    for record in _read_log(run / _LOG):
+        epoch = int(_get(record, "epoch", run / _LOG))
+        for k, v in record.items():
+            if k != "epoch" and _is_number(v):  # nulls (matching_instability of epoch 1) are left out
+                rows.append({**base, "evaluation": "epoch", "epoch": epoch, "metric": k, "value": _metric_value(k, v)})
+    for ev in study.evaluations_for(variant.name, int(base["num_groups"])):
+        path = run / _EVAL_DIR / f"{ev.name}.json"
+        if not path.is_file():
+            raise GatherError(f"{path}: missing (evaluation {ev.name} of study {study.name}, variant {variant.name}, "
+                              f"seed {seed})")
+        record = _read_json(path)
+        epoch = int(_get(record, "epoch", path))
+        if epoch != final_epoch:
+            raise GatherError(f"{path}: evaluates the checkpoint of epoch {epoch} but the run finished at epoch "
+                              f"{final_epoch}; evaluate it again")
+        info = dict(base)
+        if "eval_group" in record:
+            info["eval_group"] = record["eval_group"]
+        found, nms = _override_value(record.get("overrides") or ev.overrides, "postprocess.nms_iou")
+        if found:
+            info["nms_iou"] = nms
+        ev_stats = _stats(record)
+        if not ev_stats:
+            raise GatherError(f"{path}: no evaluation stats (keys like bbox/AP)")
+        rows += [{**info, "evaluation": ev.name, "epoch": epoch, "metric": k, "value": v} for k, v in ev_stats.items()]
+    return rows
+
+
+def _select_variants(study: Study, variants: Sequence[str] | None) -> list:
+    if variants is None:
+        return list(study.variants.values())
+    unknown = [v for v in variants if v not in study.variants]
+    if unknown:
+        raise GatherError(f"study {study.name}: unknown variant(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(study.variants)})")
+    return [study.variants[v] for v in variants]
+
+
+def collect(study: Study, runs_root: str | Path, seeds: Sequence[int] | None = None,
+            variants: Sequence[str] | None = None) -> pd.DataFrame:
+    """Long table of every finished run of ``study`` under ``runs_root``.
+
+    One row per (variant, seed, evaluation, epoch, metric) with the columns :data:`COLUMNS`:
+
+    - ``evaluation == "final"``: ``metrics.json`` (``epoch`` = the last epoch);
+    - ``evaluation == "epoch"``: every numeric field of every ``log.jsonl`` row (``loss``, ``seconds``,
+      ``matching_instability``, ``bbox/AP`` ...; nulls, i.e. the instability of epoch 1, are left out);
+    - ``evaluation == <name>``: ``eval/<name>.json`` of each extra evaluation of the study
+      (``group3``, ``nms``), whose ``eval_group`` and ``nms_iou`` columns hold the evaluated values.
+
+    COCO's -1 (a stat without ground truth) becomes NaN. Provenance (config hash, git commit, recipe,
+    dataset, K, N, assignment, self-attention, device, version ...) comes from ``config.yaml`` and
+    ``manifest.json``. ``seeds`` defaults to the study's seeds, ``variants`` to all, in study order.
+
+    Raises:
+        GatherError: one line naming the path of a missing run (no ``metrics.json``), a missing
+            evaluation file, or a run directory holding another variant or a stale evaluation.
+    """
+    runs_root = Path(runs_root)
+    seeds = list(study.seeds if seeds is None else seeds)
+    if not seeds:
+        raise GatherError(f"study {study.name}: no seeds to gather")
+    rows: list[dict] = []
+    for variant in _select_variants(study, variants):
+        for seed in seeds:
+            rows += _run_rows(study, variant, int(seed), runs_root)
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    return df.astype({"seed": int, "epoch": int, "value": float})
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+def mean_ci(values: Iterable[float], level: float = 0.95) -> dict[str, float]:
+    """n, mean, std (ddof 1), sem and the Student-t CI (n - 1 dof) of the finite ``values``.
+
+    ``ci95`` is the half-width; ``low``/``high`` the bounds. With n = 1 the spread is unknown: std,
+    sem and the CI are NaN (never 0).
+    """
+    x = np.asarray(list(values), dtype=float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    mean = float(x.mean()) if n else math.nan
+    std = float(x.std(ddof=1)) if n > 1 else math.nan
+    sem = std / math.sqrt(n) if n > 1 else math.nan
+    half = float(st.t.ppf(0.5 + level / 2, n - 1) * sem) if n > 1 else math.nan
+    return {"n": n, "mean": mean, "std": std, "sem": sem, "ci95": half, "low": mean - half, "high": mean + half}
+
+
+def _scores(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["evaluation"] != "epoch"]
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Over seeds, per (variant, evaluation, metric) of the non-``epoch`` rows of :func:`collect`:
+    n, mean, std, sem, ci95 (half-width), low, high (Student t, n - 1 dof; n = 1 gives NaN), with
+    label, paper_row, num_groups, eval_group and nms_iou. Variants keep their study order.
+
+    Raises:
+        GatherError: a seed appears twice for one (variant, evaluation, metric).
+    """
+    out = []
+    keys = ["variant", "evaluation", "metric"]
+    for (variant, evaluation, metric), g in _scores(runs).groupby(keys, sort=False):
+        if not g["seed"].is_unique:
+            raise GatherError(f"variant {variant}, evaluation {evaluation}, {metric}: seed(s) "
+                              f"{sorted(set(g['seed'][g['seed'].duplicated()]))} appear more than once")
+        first = g.iloc[0]
+        out.append({"study": first["study"], "variant": variant, "label": first["label"],
+                    "paper_row": first["paper_row"], "num_groups": first["num_groups"],
+                    "evaluation": evaluation, "eval_group": first["eval_group"], "nms_iou": first["nms_iou"],
+                    "metric": metric, **mean_ci(g["value"])})
+    cols = ["study", "variant", "label", "paper_row", "num_groups", "evaluation", "eval_group", "nms_iou", "metric",
+            "n", "mean", "std", "sem", "ci95", "low", "high"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def _values(runs: pd.DataFrame, variant: str, metric: str, evaluation: str) -> np.ndarray:
+    sel = runs[(runs["variant"] == variant) & (runs["evaluation"] == evaluation) & (runs["metric"] == metric)]
+    if sel.empty:
+        raise GatherError(f"no {metric} of variant {variant!r}, evaluation {evaluation!r} in the gathered runs")
+    x = sel["value"].to_numpy(dtype=float)
+    return x[np.isfinite(x)]
+
+
+def effect(runs: pd.DataFrame, a: str, b: str, metric: str = "bbox/AP", evaluation_a: str = "final",
+           evaluation_b: str = "final", level: float = 0.95) -> dict[str, Any]:
+    """mean(b) - mean(a) over seeds with a Welch CI (unequal variances, Welch-Satterthwaite dof).
+
+    Returns ``diff``, ``low``, ``high``, ``n_a``, ``n_b``, ``mean_a``, ``mean_b``, ``dof``, ``p_value``
+    (two-sided Welch t-test) and ``significant`` (the CI excludes 0; False when it is unknown, i.e.
+    a side has fewer than two seeds).
+    """
+    xa, xb = _values(runs, a, metric, evaluation_a), _values(runs, b, metric, evaluation_b)
+    na, nb = len(xa), len(xb)
+    ma, mb = (float(xa.mean()) if na else math.nan), (float(xb.mean()) if nb else math.nan)
+    diff = mb - ma
+    low = high = dof = p = math.nan
+    if na > 1 and nb > 1:
+        va, vb = xa.var(ddof=1) / na, xb.var(ddof=1) / nb
+        se = math.sqrt(va + vb)
+        if se == 0:  # no spread at all: the difference is exact
+            low = high = diff
+            p = 0.0 if diff != 0 else 1.0
+        else:
+            dof = float((va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)))
+            half = float(st.t.ppf(0.5 + level / 2, dof)) * se
+            low, high = diff - half, diff + half
+            p = float(2 * st.t.sf(abs(diff) / se, dof))
+    significant = bool(np.isfinite(low) and (low > 0 or high < 0))
+    return {"a": a, "b": b, "metric": metric, "evaluation_a": evaluation_a, "evaluation_b": evaluation_b,
+            "mean_a": ma, "mean_b": mb, "diff": diff, "low": low, "high": high, "n_a": na, "n_b": nb,
+            "dof": dof, "p_value": p, "significant": significant}
+
+
+def _arms(runs: pd.DataFrame, include_groups: bool = False) -> list[tuple[str, str]]:
+    """(variant, evaluation) pairs of the scored rows, in order; per-group evaluations optional."""
+    arms = _scores(runs)[["variant", "evaluation"]].drop_duplicates()
+    pairs = list(arms.itertuples(index=False, name=None))
+    return [p for p in pairs if include_groups or not _GROUP_EVAL.match(p[1])]
+
+
+def _labels(runs: pd.DataFrame) -> dict[str, str]:
+    return dict(runs[["variant", "label"]].drop_duplicates("variant").itertuples(index=False, name=None))
+
+
+def _row_label(label: str, evaluation: str) -> str:
+    return label if evaluation == "final" else f"{label} + {evaluation}"
+
+
+def effects_table(runs: pd.DataFrame, baseline: str | None = None, metric: str = "bbox/AP") -> pd.DataFrame:
+    """:func:`effect` of every (variant, evaluation) over ``baseline``'s final score (default: the
+    first variant), per-group evaluations left out. One row each, in study order."""
+    pairs = _arms(runs)
+    if not pairs:
+        raise GatherError("no scored runs")
+    baseline = baseline or pairs[0][0]
+    labels = _labels(runs)
+    rows = []
+    for variant, evaluation in pairs:
+        if (variant, evaluation) == (baseline, "final"):
+            continue
+        e = effect(runs, baseline, variant, metric, "final", evaluation)
+        rows.append({"variant": variant, "evaluation": evaluation, "label": _row_label(labels[variant], evaluation),
+                     "baseline": baseline, **{k: e[k] for k in ("metric", "mean_a", "mean_b", "diff", "low", "high",
+                                                                 "n_a", "n_b", "p_value", "significant")}})
+    return pd.DataFrame(rows)
+
+
+def flattening_point(runs: pd.DataFrame, metric: str = "bbox/AP", evaluation: str = "final") -> dict[str, Any]:
+    """Where the AP-vs-K curve flattens: the smallest K from which no larger K is significantly
+    below the best K (Welch 95 % CI of the difference to the best excludes 0 from below).
+
+    Returns ``k`` (None when some K has fewer than two seeds: flatness cannot be judged), ``best_k``
+    and ``table`` (per K: variant, n, mean, diff to the best, low, high, below_best).
+    """
+    sel = runs[(runs["evaluation"] == evaluation) & (runs["metric"] == metric)]
+    if sel.empty:
+        raise GatherError(f"no {metric} ({evaluation}) in the gathered runs")
+    per_k = sel.groupby("num_groups", sort=True)["variant"].unique()
+    if any(len(v) > 1 for v in per_k):
+        raise GatherError("several variants share one K; flattening_point needs a K sweep")
+    variants = [(int(k), v[0]) for k, v in per_k.items()]
+    means = {v: float(np.nanmean(_values(runs, v, metric, evaluation))) for _, v in variants}
+    best = max(means, key=means.get)
+    rows = []
+    for k, v in variants:
+        e = effect(runs, best, v, metric, evaluation, evaluation)
+        rows.append({"K": k, "variant": v, "n": e["n_b"], "mean": e["mean_b"], "diff_to_best": e["diff"],
+                     "low": e["low"], "high": e["high"], "below_best": e["significant"] and e["diff"] < 0})
+    table = pd.DataFrame(rows)
+    k_flat = None
+    if (table["n"] >= 2).all():
+        below = table["below_best"].to_numpy()
+        for i in range(len(table)):
+            if not below[i:].any():
+                k_flat = int(table["K"].iloc[i])
+                break
+    best_k = int(table.loc[table["variant"] == best, "K"].iloc[0])
+    return {"k": k_flat, "best_k": best_k, "metric": metric, "table": table}
+
+
+def per_group_summary(runs: pd.DataFrame, variant: str, metric: str = "bbox/AP") -> tuple[pd.DataFrame, dict]:
+    """Each group of ``variant`` evaluated alone (paper Fig. 4): per group n, mean, ci95, low, high,
+    and a dict of the spread over groups of the group means: median, min, max, half_range
+    ((max - min) / 2, the paper's "± 0.1"), num_groups."""
+    sel = runs[(runs["variant"] == variant) & (runs["metric"] == metric) & runs["evaluation"].str.match(_GROUP_EVAL)]
+    if sel.empty:
+        raise GatherError(f"no per-group evaluations (eval/group<g>.json) of variant {variant!r}")
+    rows = []
+    for ev, g in sel.groupby("evaluation", sort=False):
+        rows.append({"group": int(_GROUP_EVAL.match(ev).group(1)), **mean_ci(g["value"])})
+    table = pd.DataFrame(rows).sort_values("group").reset_index(drop=True)
+    means = table["mean"].to_numpy()
+    spread = {"median": float(np.median(means)), "min": float(means.min()), "max": float(means.max()),
+              "half_range": float((means.max() - means.min()) / 2), "num_groups": len(table)}
+    return table, spread
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def _short(metric: str) -> str:
+    return metric.split("/", 1)[-1]
+
+
+def _cell(mean: float, half: float) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    return f"{100 * mean:.1f}" if not np.isfinite(half) else f"{100 * mean:.1f} ± {100 * half:.1f}"
+
+
+#: columns of this module's tables that hold AP-like values in [0, 1] (or differences of them).
+_SCORE_COLUMNS = ("mean", "std", "sem", "ci95", "low", "high", "diff", "diff_to_best", "mean_a", "mean_b")
+
+
+def as_points(table: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A copy of ``table`` with its score columns (``mean``, ``ci95``, ``low``, ``high``, ``diff`` ...,
+    or ``columns``) x 100, i.e. in AP points as the paper reports them."""
+    out = table.copy()
+    for c in columns if columns is not None else [c for c in _SCORE_COLUMNS if c in table.columns]:
+        out[c] = 100 * out[c].astype(float)
+    return out
+
+
+def results_table(summary: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
+                  evaluations: Sequence[str] | None = None) -> pd.DataFrame:
+    """Paper-style table: one row per (variant, evaluation) with "mean ± ci" in AP points (x 100,
+    one decimal; the CI half-width, or the mean alone with one seed; "–" where undefined).
+
+    Columns: ``Row`` (paper row), ``Variant`` (label, "+ <evaluation>" for extra evaluations),
+    ``n`` (seeds), then one per metric (``AP``, ``AP50`` ...). Index: (variant, evaluation).
+    ``evaluations`` keeps only those evaluations (default: all).
+    """
+    s = summary if evaluations is None else summary[summary["evaluation"].isin(evaluations)]
+    rows, index = [], []
+    for (variant, evaluation), g in s.groupby(["variant", "evaluation"], sort=False):
+        by_metric = g.set_index("metric")
+        first = g.iloc[0]
+        row = {"Row": "" if pd.isna(first["paper_row"]) else str(first["paper_row"]),
+               "Variant": _row_label(str(first["label"]), evaluation), "n": int(g["n"].max())}
+        for m in metrics:
+            row[_short(m)] = (_cell(by_metric.at[m, "mean"], by_metric.at[m, "ci95"]) if m in by_metric.index else "–")
+        rows.append(row)
+        index.append((variant, evaluation))
+    cols = ["Row", "Variant", "n", *(_short(m) for m in metrics)]
+    if not any(r["Row"] for r in rows):  # a study without paper rows (a sweep): no empty column
+        cols.remove("Row")
+    return pd.DataFrame(rows, columns=cols, index=pd.MultiIndex.from_tuples(index, names=["variant", "evaluation"])
+                        if index else None)
+
+
+def _numeric(column: pd.Series) -> bool:
+    """Right-align a column whose cells all read as numbers ("30.2 ± 0.8", "+1.0", "[+0.7, +1.3]", "–")."""
+    return len(column) > 0 and all(re.match(r"^[-+\[]*[0-9–]", str(v)) for v in column)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """GitHub Markdown of a table's columns (index left out); numbers right-aligned."""
+    cols = [str(c) for c in table.columns]
+
+    def esc(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    numeric = [_numeric(table[c]) for c in table.columns]
+    lines = ["| " + " | ".join(esc(c) for c in cols) + " |",
+             "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in table.itertuples(index=False, name=None)]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return out.replace("±", r"$\pm$").replace("–", "--").replace("×", r"$\times$")
+
+
+def to_latex(table: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
+    """A booktabs ``tabular`` (in a ``table`` float when ``caption`` is given) of a table's columns."""
+    cols = [str(c) for c in table.columns]
+    spec = "".join("r" if _numeric(table[c]) else "l" for c in table.columns)
+    body = [" & ".join(_latex_escape(c) for c in cols) + r" \\", r"\midrule"]
+    body += [" & ".join(_latex_escape(v) for v in row) + r" \\" for row in table.itertuples(index=False, name=None)]
+    tabular = "\n".join([rf"\begin{{tabular}}{{{spec}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}"])
+    if caption is None:
+        return tabular + "\n"
+    parts = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(caption)}}}"]
+    if label:
+        parts.append(rf"\label{{{label}}}")
+    return "\n".join([*parts, tabular, r"\end{table}"]) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# figures (matplotlib object API: no pyplot global state, no GUI; savefig renders with Agg)
+
+
+def _figure(width: float = 5.0, height: float = 3.4) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained", dpi=120)
+
+
+def _color(i: int) -> str:
+    return f"C{i % 10}"
+
+
+def _curve(sel: pd.DataFrame, x: str) -> pd.DataFrame:
+    """mean_ci of ``value`` per ``x`` (sorted)."""
+    rows = [{x: key, **mean_ci(g["value"])} for key, g in sel.groupby(x, sort=True)]
+    return pd.DataFrame(rows)
+
+
+def _metric_axis(ax, metric: str, scale: float) -> None:
+    ax.set_ylabel(f"{metric} x 100" if scale == 100 else metric)
+    ax.grid(alpha=0.3)
+
+
+def _need(sel: pd.DataFrame, what: str) -> None:
+    if sel.empty:
+        raise GatherError(f"no data for {what}")
+
+
+def _dataset_note(runs: pd.DataFrame) -> str:
+    ds = sorted(set(runs["dataset"].dropna().astype(str)))
+    return ", ".join(ds) if ds else "?"
+
+
+def plot_ap_vs_k(runs: pd.DataFrame, metric: str = "bbox/AP", evaluation: str = "final") -> Figure:
+    """Mean ``metric`` vs the number of groups K over seeds, with the 95 % CI band and each seed as a
+    dot (paper Fig. 9)."""
+    sel = runs[(runs["evaluation"] == evaluation) & (runs["metric"] == metric)]
+    _need(sel, f"{metric} vs K")
+    fig = _figure()
+    ax = fig.add_subplot()
+    c = _curve(sel, "num_groups")
+    ax.fill_between(c["num_groups"], 100 * c["low"], 100 * c["high"], color=_color(0), alpha=0.2, lw=0,
+                    label="95 % CI")
+    ax.plot(c["num_groups"], 100 * c["mean"], "o-", color=_color(0), label="mean over seeds")
+    seeds = sorted(sel["seed"].unique())
+    jitter = {s: (i - (len(seeds) - 1) / 2) * 0.08 for i, s in enumerate(seeds)}
+    ax.scatter(sel["num_groups"] + sel["seed"].map(jitter), 100 * sel["value"], s=10, color="k", alpha=0.5,
+               zorder=3, label="one seed")
+    ax.set_xticks(sorted(sel["num_groups"].unique()))
+    ax.set_xlabel("number of groups K")
+    _metric_axis(ax, metric, 100)
+    ax.set_title(f"{_short(metric)} vs K ({_dataset_note(sel)}; paper Fig. 9)", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _per_epoch(runs: pd.DataFrame, variants: Sequence[str] | None, metric: str, ylabel: str, title: str,
+               scale: float) -> Figure:
+    sel = runs[(runs["evaluation"] == "epoch") & (runs["metric"] == metric)]
+    variants = list(variants) if variants is not None else list(dict.fromkeys(runs["variant"]))
+    labels = _labels(runs)
+    fig = _figure()
+    ax = fig.add_subplot()
+    drawn = 0
+    for i, v in enumerate(variants):
+        sv = sel[sel["variant"] == v]
+        if sv.empty:
+            continue
+        c = _curve(sv, "epoch")
+        ax.fill_between(c["epoch"], scale * c["low"], scale * c["high"], color=_color(i), alpha=0.2, lw=0)
+        ax.plot(c["epoch"], scale * c["mean"], "o-", ms=3, color=_color(i),
+                label=f"{labels.get(v, v)} (n={int(c['n'].max())})")
+        drawn += 1
+    _need(sel[sel["variant"].isin(variants)], f"{metric} per epoch of {', '.join(variants)}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    if drawn:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_ap_vs_epoch(runs: pd.DataFrame, variants: Sequence[str] | None = None, metric: str = "bbox/AP") -> Figure:
+    """``metric`` per epoch (``log.jsonl``), mean with the 95 % CI band over seeds, one curve per variant
+    (convergence)."""
+    return _per_epoch(runs, variants, metric, f"{metric} x 100", f"Convergence ({_dataset_note(runs)})", 100)
+
+
+def plot_instability(runs: pd.DataFrame, variants: Sequence[str] | None = None) -> Figure:
+    """Matching instability between consecutive epochs (DN-DETR's IS; paper Fig. 5), mean with the
+    95 % CI band over seeds, one curve per variant."""
+    return _per_epoch(runs, variants, "matching_instability", "matching instability",
+                      "Matching instability between epochs (paper Fig. 5)", 1)
+
+
+def plot_per_group(runs: pd.DataFrame, variant: str, metric: str = "bbox/AP") -> Figure:
+    """``metric`` of each group of ``variant`` evaluated alone: mean ± 95 % CI over seeds, seeds as dots,
+    the median over groups as a line (paper Fig. 4)."""
+    table, spread = per_group_summary(runs, variant, metric)
+    sel = runs[(runs["variant"] == variant) & (runs["metric"] == metric) & runs["evaluation"].str.match(_GROUP_EVAL)]
+    fig = _figure()
+    ax = fig.add_subplot()
+    yerr = 100 * table["ci95"].fillna(0)
+    ax.errorbar(table["group"], 100 * table["mean"], yerr=yerr, fmt="o", color=_color(0), capsize=3,
+                label="mean ± 95 % CI")
+    groups = sel["evaluation"].str.extract(_GROUP_EVAL, expand=False).astype(int)
+    ax.scatter(groups, 100 * sel["value"], s=10, color="k", alpha=0.4, zorder=3, label="one seed")
+    ax.axhline(100 * spread["median"], color=_color(1), ls="--", lw=1,
+               label=f"median {100 * spread['median']:.1f} ± {100 * spread['half_range']:.1f} (half range)")
+    ax.set_xticks(table["group"])
+    ax.set_xlabel("group evaluated alone")
+    _metric_axis(ax, metric, 100)
+    ax.set_title(f"Each group of {_labels(runs).get(variant, variant)} alone (paper Fig. 4)", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_variants(runs: pd.DataFrame, metric: str = "bbox/AP", evaluations: Sequence[str] | None = None) -> Figure:
+    """Bar chart of the final ``metric`` of every variant and extra evaluation (per-group ones left
+    out), mean with 95 % CI error bars, seeds as dots (paper Table 7)."""
+    pairs = [p for p in _arms(runs) if evaluations is None or p[1] in evaluations]
+    _need(pd.DataFrame(pairs), f"{metric} per variant")
+    labels = _labels(runs)
+    fig = _figure(max(5.0, 1.3 * len(pairs) + 1), 3.8)
+    ax = fig.add_subplot()
+    for i, (v, ev) in enumerate(pairs):
+        vals = _values(runs, v, metric, ev)
+        s = mean_ci(vals)
+        ax.bar(i, 100 * s["mean"], yerr=100 * s["ci95"] if np.isfinite(s["ci95"]) else None, color=_color(i),
+               alpha=0.7, capsize=4)
+        ax.scatter(np.full(len(vals), i), 100 * vals, s=10, color="k", alpha=0.6, zorder=3)
+    ax.set_xticks(range(len(pairs)), [_row_label(labels.get(v, v), ev) for v, ev in pairs], rotation=20, ha="right",
+                  fontsize=8)
+    _metric_axis(ax, metric, 100)
+    ax.set_title(f"{_short(metric)} per variant, mean ± 95 % CI ({_dataset_note(runs)})", fontsize=10)
+    return fig
+
+
+def _draw(kind: str, spec: dict, runs: pd.DataFrame) -> Figure | str:
+    """The figure ``kind`` of a study's ``figures`` entry, or a reason why it cannot be drawn."""
+    present = set(runs["variant"])
+    if kind == "ap_vs_k":
+        return plot_ap_vs_k(runs)
+    if kind == "variants":
+        return plot_variants(runs)
+    if kind == "per_group_ap":
+        variant = spec.get("variant") or next(iter(dict.fromkeys(runs["variant"])))
+        if variant not in present:
+            return f"variant {variant} not gathered"
+        return plot_per_group(runs, variant)
+    if kind in ("ap_vs_epoch", "instability"):
+        variants = [v for v in spec.get("variants", list(dict.fromkeys(runs["variant"]))) if v in present]
+        if not variants:
+            return f"none of {', '.join(spec['variants'])} gathered"
+        return (plot_ap_vs_epoch if kind == "ap_vs_epoch" else plot_instability)(runs, variants)
+    raise GatherError(f"unknown figure kind {kind!r}")
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# gather
+
+
+def _commits(runs: pd.DataFrame) -> list[str]:
+    per_run = runs.drop_duplicates("run_dir")
+    out = []
+    for commit, g in per_run.groupby(per_run["git_commit"].fillna("unknown").astype(str), sort=True):
+        dirty = int(g["git_dirty"].fillna(False).astype(bool).sum())
+        note = f"{dirty} of {len(g)} with uncommitted changes" if dirty else "clean"
+        out.append(f"`{commit}` ({len(g)} runs, {note})")
+    return out
+
+
+def _readme(study: Study, runs: pd.DataFrame, table: pd.DataFrame, effects: pd.DataFrame, runs_root: Path,
+            files: list[str], skipped: dict[str, str], command: Sequence[str] | None) -> str:
+    per_run = runs.drop_duplicates("run_dir")
+    seeds = sorted(per_run["seed"].unique().tolist())
+    variants = list(dict.fromkeys(per_run["variant"]))
+
+    def values(col: str) -> str:
+        return ", ".join(sorted({str(v) for v in per_run[col].dropna()})) or "unknown"
+
+    datasets = set(per_run["dataset"].astype(str))
+    cmd = " ".join(command) if command else (f"groupdetr gather --study {study.name} --runs {runs_root} "
+                                            f"--seeds {' '.join(map(str, seeds))}")
+    lines = [f"# {study.name}", "", study.description, ""]
+    if study.paper:
+        lines += [f"Reproduces paper artefact: **{study.paper}** (Group DETR, Chen et al., ICCV 2023).", ""]
+    lines += [
+        f"- Runs: {len(variants)} variants x seeds {seeds} = {len(per_run)} runs, "
+        f"`{runs_root}/{study.name}/<variant>/seed<s>`",
+        f"- Recipe: {values('recipe')}; dataset: {values('dataset')}; epochs: {values('epochs')}",
+        f"- Device: {values('device')}; world size: {values('world_size')}; groupdetr {values('groupdetr_version')}",
+        f"- Git commits of the runs: {'; '.join(_commits(runs))}",
+        "- Config hash of each run: column `config_hash` of `runs.csv`",
+        f"- Gathered by: `{cmd}`",
+        "",
+        "## Results",
+        "",
+        "Mean ± 95 % CI half-width over seeds (Student t, n - 1 dof), AP x 100.",
+        "",
+        to_markdown(table).rstrip("\n"),
+        "",
+    ]
+    if not effects.empty:
+        base = effects["baseline"].iloc[0]
+        lines += [f"## Effects over {_labels(runs).get(base, base)} ({effects['metric'].iloc[0]} x 100)", "",
+                  "Difference of means with a Welch 95 % CI; significant = the CI excludes 0.", ""]
+        eff = pd.DataFrame({
+            "Variant": effects["label"],
+            "diff": [f"{100 * d:+.1f}" for d in effects["diff"]],
+            "95 % CI": [f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" if np.isfinite(lo) else "–"
+                        for lo, hi in zip(effects["low"], effects["high"])],
+            "significant": ["yes" if s else "no" for s in effects["significant"]]})
+        lines += [to_markdown(eff).rstrip("\n"), ""]
+    lines += ["## Files", "",
+              "- `runs.csv`: long table, one row per (variant, seed, evaluation, epoch, metric), with provenance",
+              "- `summary.csv`: n, mean, std, sem, 95 % CI per (variant, evaluation, metric)",
+              "- `effects.csv`: effects over the baseline, Welch 95 % CI",
+              "- `table.md`, `table.tex`: the table above"]
+    lines += [f"- `{f}`: figure {f[:-4]}" for f in files if f.endswith(".png")]
+    lines += [f"- figure {k} not drawn: {why}" for k, why in skipped.items()]
+    lines += ["", "Read them in a notebook with `groupdetr.reporting.study.read_gathered`.", ""]
+    if datasets - {"coco"}:
+        lines += [f"**{NOT_COCO}**", ""]
+    else:
+        lines += ["AP is COCO val2017 bbox AP.", ""]
+    return "\n".join(lines)
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """Put the finished ``tmp`` folder at ``out_dir``: a reader sees the old complete folder or the
+    new complete one, never a mix. An existing ``out_dir`` (empty or a previous gather) is replaced."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GatherError(f"{out_dir}: exists and is not a directory")
+    try:
+        os.rename(tmp, out_dir)  # atomic when out_dir is absent or an empty directory
+        return
+    except OSError:
+        if not out_dir.is_dir():
+            raise
+    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+    os.rename(out_dir, old / "previous")
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(old / "previous", out_dir)  # put the previous gather back
+        os.rmdir(old)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def gather(study: Study, runs_root: str | Path, out_dir: str | Path, seeds: Sequence[int] | None = None,
+           variants: Sequence[str] | None = None, command: Sequence[str] | None = None) -> list[Path]:
+    """Gather ``study`` into ``out_dir``: ``runs.csv``, ``summary.csv``, ``effects.csv``, ``table.md``,
+    ``table.tex``, one PNG per entry of ``study.figures`` (``<kind>.png``) and ``README.md``.
+
+    Everything is built in a temporary sibling folder and renamed onto ``out_dir`` at the end, so
+    ``out_dir`` is either untouched (any error) or complete; it may exist (empty, or an earlier
+    gather, which is replaced). ``command`` is recorded in the README. Returns the written paths.
+
+    Raises:
+        GatherError: as :func:`collect` (before anything is written).
+    """
+    runs_root, out_dir = Path(runs_root), Path(out_dir)
+    runs = collect(study, runs_root, seeds, variants)
+    summary = summarize(runs)
+    table = results_table(summary)
+    effects = effects_table(runs)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        files: dict[str, bytes] = {
+            "runs.csv": runs.to_csv(index=False, lineterminator="\n").encode(),
+            "summary.csv": summary.to_csv(index=False, lineterminator="\n").encode(),
+            "effects.csv": effects.to_csv(index=False, lineterminator="\n").encode(),
+            "table.md": to_markdown(table).encode(),
+            "table.tex": to_latex(table).encode(),
+        }
+        skipped: dict[str, str] = {}
+        for kind, spec in study.figures.items():
+            fig = _draw(kind, spec or {}, runs)
+            if isinstance(fig, str):
+                skipped[kind] = fig
+            else:
+                files[f"{kind}.png"] = _png(fig)
+        files["README.md"] = _readme(study, runs, table, effects, runs_root, list(files), skipped, command).encode()
+        from groupdetr.engine.rundir import atomic_write_bytes  # fsynced: the swapped-in folder is durable
+
+        for name, data in files.items():
+            atomic_write_bytes(tmp / name, data)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the gathered folder is for everyone to read
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out_dir / name for name in files]
+
+
+def read_gathered(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(runs, summary)`` of a folder written by :func:`gather` (for notebooks).
+
+    Raises:
+        GatherError: the folder holds no gathered study (one line saying how to make it).
+    """
+    out_dir = Path(out_dir)
+    for name in ("runs.csv", "summary.csv"):
+        if not (out_dir / name).is_file():
+            raise GatherError(f"{out_dir / name}: missing; this study has not been gathered yet "
+                              f"(run the workflow, or `groupdetr gather --study {out_dir.name} --out {out_dir}`)")
+    text = {"paper_row": "string", "label": "string", "variant": "string", "evaluation": "string",
+            "metric": "string"}
+    runs = pd.read_csv(out_dir / "runs.csv", dtype={**text, "git_commit": "string", "run_dir": "string",
+                                                   "config_hash": "string"})
+    summary = pd.read_csv(out_dir / "summary.csv", dtype=text)
+    return runs, summary
+
+
+def find_gathered(results_root: str | Path) -> dict[str, Path]:
+    """``{study: folder}`` of every gathered study directly under ``results_root`` (folders with a
+    ``runs.csv``), sorted by name."""
+    root = Path(results_root)
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "runs.csv").is_file() and (p / "summary.csv").is_file()}
+
+
+def read_all_gathered(results_root: str | Path) -> pd.DataFrame:
+    """The long tables of every gathered study under ``results_root``, concatenated (an empty table
+    with :data:`COLUMNS` when none is gathered)."""
+    frames = [read_gathered(p)[0] for p in find_gathered(results_root).values()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))

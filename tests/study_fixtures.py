@@ -1,0 +1,115 @@
+"""Fake but contract-conform run directories of a study (docs/run-directory.md), for the gatherer and
+notebook tests: no training, every file written with the schemas ``groupdetr train``/``eval`` use."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from groupdetr.config import config_hash, dump_yaml, load_config
+from groupdetr.evaluation.coco import STAT_NAMES
+from groupdetr.studies import Study, load_studies, run_dir
+
+REPO = Path(__file__).resolve().parents[1]
+STUDIES = REPO / "workflows" / "config" / "studies.yaml"
+
+#: numeric, non-null fields of every log.jsonl row besides the stats (matching_instability is null in epoch 1).
+LOG_SCALARS = ("lr", "lr_backbone", "loss", "loss_ce", "loss_bbox", "loss_giou", "iterations", "seconds",
+               "eval_seconds", "peak_memory_mib")
+EPOCHS = 3
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def default_ap(variant: str, seed: int) -> float:
+    """A plausible final AP with a small seed effect."""
+    return 0.30 + 0.004 * (seed % 3)
+
+
+def stats(ap: float) -> dict[str, float]:
+    """All twelve COCO stats (``bbox/AP`` ...) derived from ``ap``."""
+    out = {}
+    for i, name in enumerate(STAT_NAMES):
+        value = {"AP": ap, "AP50": ap + 0.2, "AP75": ap + 0.02, "APs": ap - 0.15, "APm": ap + 0.01,
+                 "APl": ap + 0.1}.get(name, min(1.0, ap + 0.05 + 0.01 * i))
+        out[f"bbox/{name}"] = round(min(max(value, 0.0), 1.0), 6)
+    return out
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def make_run(run: Path, overrides: Sequence[str], seed: int, ap: float, evals: dict[str, tuple[float, list[str],
+             int | None]] | None = None, epochs: int = EPOCHS, instability: float = 0.2) -> None:
+    """One finished run directory with ``epochs`` logged epochs ending at ``ap``; ``evals`` maps an
+    eval file stem to (AP, overrides, group)."""
+    cfg = load_config("cpu_small", [*overrides, f"optim.epochs={epochs}", f"seed={seed}"])
+    h = config_hash(cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    _write_json(run / "manifest.json", {
+        "config_hash": h, "command": ["groupdetr", "train", "--out", str(run)], "seed": seed, "git_commit": COMMIT,
+        "git_dirty": False, "versions": {"python": "3.11.9", "torch": "2.13.0", "torchvision": "0.28.0",
+                                         "numpy": "2.4.6", "groupdetr": "0.1.0"},
+        "device": "cpu", "world_size": 1, "started": "2025-01-01T00:00:00+00:00", "resumed": []})
+    lines = []
+    for e in range(1, epochs + 1):
+        record = {"epoch": e, "lr": 2e-4, "lr_backbone": 2e-4, "loss": 3.0 / e, "loss_ce": 1.0 / e,
+                  "loss_bbox": 0.5 / e, "loss_giou": 0.7 / e, "iterations": 10, "seconds": 1.5, "eval_seconds": 0.5,
+                  "peak_memory_mib": 100.0, "matching_instability": None if e == 1 else instability / e,
+                  **stats(ap * e / epochs)}
+        lines.append(json.dumps(record, sort_keys=True))
+    (run / "log.jsonl").write_text("\n".join(lines) + "\n")
+    for name, (eval_ap, ev_overrides, group) in (evals or {}).items():
+        _write_json(run / "eval" / f"{name}.json", {
+            "checkpoint": str(run / "checkpoint.pth"), "epoch": epochs,
+            "eval_group": cfg.model.eval_group if group is None else group, "overrides": list(ev_overrides),
+            **stats(eval_ap)})
+    _write_json(run / "metrics.json", {"epoch": epochs, "config_hash": h, **stats(ap)})
+
+
+def make_study_runs(runs_root: str | Path, study: Study, seeds: Sequence[int] | None = None,
+                    ap_of: Callable[[str, int], float] = default_ap,
+                    eval_ap_of: Callable[[str, int, str], float] | None = None,
+                    variants: Sequence[str] | None = None, epochs: int = EPOCHS) -> list[Path]:
+    """Write ``{runs_root}/{study}/{variant}/seed{seed}`` for every variant and seed, with the extra
+    evaluations of ``study.evaluations_for``. ``ap_of(variant, seed)`` is the final AP;
+    ``eval_ap_of(variant, seed, eval_name)`` that of an evaluation (default: the final AP, minus
+    0.002 g for group g, plus 0.05 for other evaluations). Returns the run directories."""
+    seeds = list(study.seeds if seeds is None else seeds)
+    out = []
+    for name in variants or study.variants:
+        v = study.variants[name]
+        num_groups = load_config("cpu_small", list(v.overrides)).model.num_groups
+        for seed in seeds:
+            ap = ap_of(name, seed)
+            evals = {}
+            for ev in study.evaluations_for(name, num_groups):
+                if eval_ap_of is not None:
+                    eval_ap = eval_ap_of(name, seed, ev.name)
+                else:
+                    eval_ap = ap - 0.002 * ev.group if ev.group is not None else ap + 0.05
+                evals[ev.name] = (eval_ap, list(ev.overrides), ev.group)
+            run = run_dir(runs_root, study.name, name, seed)
+            make_run(run, v.overrides, seed, ap, evals, epochs=epochs)
+            out.append(run)
+    return out
+
+
+def studies() -> dict[str, Study]:
+    return load_studies(STUDIES)
+
+
+# Synthetic truths with the paper's qualitative shape (Table 7, Fig. 9), small seed noise.
+TABLE7_AP = {"one_to_one": 0.30, "naive_one_to_many": 0.08, "group_shared_sa": 0.32, "group_detr": 0.35}
+
+
+def table7_ap(variant: str, seed: int) -> float:
+    return TABLE7_AP[variant] + 0.003 * (seed % 3) - 0.002 * (seed % 2)
+
+
+def k_ap(variant: str, seed: int) -> float:
+    """AP rising with K and flat from K = 6 on (K = int(variant[1:]))."""
+    k = int(variant[1:])
+    return 0.30 + 0.01 * min(k, 6) + 0.002 * (seed % 3) - 0.001 * (seed % 2)

@@ -1,0 +1,157 @@
+"""The notebooks run headless on a small gathered results root, and on one where nothing is gathered."""
+from __future__ import annotations
+
+import shutil
+
+import nbformat
+import pytest
+
+from groupdetr.cli import main as cli_main
+from groupdetr.reporting import study as S
+from groupdetr.reporting.notebooks import ENV, NotebookError, NotebookFailed, execute_notebook, paper_dir, results_root
+from study_fixtures import REPO, k_ap, make_study_runs, studies, table7_ap
+
+NOTEBOOKS = REPO / "notebooks"
+NAMES = ("table7", "ablation_K", "main_results")
+
+
+def _paper(root):
+    (root / "paper").mkdir(parents=True)
+    for csv in (REPO / "results" / "paper").glob("*.csv"):
+        shutil.copy(csv, root / "paper" / csv.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """results/ with the paper's CSVs and both studies gathered from fake runs (2 seeds)."""
+    tmp = tmp_path_factory.mktemp("nb")
+    root = _paper(tmp / "results")
+    all_studies = studies()
+    make_study_runs(tmp / "runs", all_studies["ablation_assignment"], [0, 1], ap_of=table7_ap)
+    make_study_runs(tmp / "runs", all_studies["ablation_K"], [0, 1], ap_of=k_ap)
+    for name in ("ablation_assignment", "ablation_K"):
+        S.gather(all_studies[name], tmp / "runs", root / name, seeds=[0, 1])
+    return root
+
+
+def _text(nb) -> str:
+    """Everything the notebook printed or displayed as text/plain, text/markdown or text/html."""
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            data = out.get("data", {})
+            parts += [data.get(k, "") for k in ("text/plain", "text/markdown", "text/html")]
+    return "\n".join(parts)
+
+
+def _images(nb) -> int:
+    return sum("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
+
+
+def test_notebooks_are_stored_without_outputs_and_small():
+    for name in NAMES:
+        path = NOTEBOOKS / f"{name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        assert path.stat().st_size < 10_000
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, f"{name}: clear the outputs"
+        assert "results_root()" in nb.cells[1].source  # the first code cell locates the results root
+
+
+@pytest.fixture(scope="module")
+def executed_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("executed")
+
+
+@pytest.fixture(scope="module")
+def executed(results, executed_dir):
+    return {name: execute_notebook(NOTEBOOKS / f"{name}.ipynb", out=executed_dir / f"{name}.ipynb",
+                                   results_root=results, timeout=120) for name in NAMES}
+
+
+def test_table7_notebook(executed, results):
+    text = _text(executed["table7"])
+    assert str(results) in text  # read the root it was given
+    for label in ("One-to-one (K=1)", "Naive one-to-many", "Naive one-to-many + nms", "Group assignment, shared SA",
+                  "Group DETR"):
+        assert label in text
+    assert "32.6" in text and "37.6" in text  # the paper's mAP beside ours
+    assert "paper order, best first: d > c > a > b" in text and "same order: True" in text
+    assert "naive one-to-many is far below one-to-one" in text and "not COCO AP" in text
+    assert _images(executed["table7"]) == 1
+
+
+def test_ablation_k_notebook(executed):
+    text = _text(executed["ablation_K"])
+    assert "AP(K11) - AP(K1) = +5.0 points" in text and "significant: True" in text
+    assert "flat from K = 6" in text and "paper: stable once K reaches 11" in text
+    assert "paper (COCO): 37.5 ± 0.1" in text and "over 11 groups" in text
+    assert _images(executed["ablation_K"]) == 4
+
+
+def test_main_results_notebook(executed):
+    text = _text(executed["main_results"])
+    assert "gathered studies: ablation_K, ablation_assignment" in text
+    assert "No COCO reproduction gathered yet" in text and "DINO-4scale" in text
+    assert "ablation_assignment: group_detr - one_to_one" in text and "ablation_K: K11 - K1" in text
+    assert "not COCO AP" in text and "+5.0 mAP" in text
+
+
+def test_executed_copies_are_written_and_the_sources_stay_clean(executed, executed_dir):
+    for name in NAMES:
+        copy = nbformat.read(executed_dir / f"{name}.ipynb", as_version=4)
+        assert _text(copy) == _text(executed[name]) and _images(copy) == _images(executed[name])
+        source = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        assert all(c.outputs == [] for c in source.cells if c.cell_type == "code")
+
+
+def test_notebooks_say_when_nothing_is_gathered(tmp_path):
+    root = tmp_path / "results"  # nothing at all: the paper's numbers come from the repository's results/paper
+    root.mkdir()
+    texts = {name: _text(execute_notebook(NOTEBOOKS / f"{name}.ipynb", results_root=root, timeout=120))
+             for name in NAMES}
+    assert "Study `ablation_assignment` not gathered yet" in texts["table7"] and "37.6" in texts["table7"]
+    assert "Study `ablation_K` not gathered yet" in texts["ablation_K"]
+    assert "gathered studies: none yet" in texts["main_results"]
+    assert "No embedded-benchmark study gathered yet" in texts["main_results"]
+
+
+def test_a_failing_cell_is_one_line_and_the_executed_copy_is_kept(tmp_path, capsys):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("import os\nprint(os.environ['GROUPDETR_RESULTS'])"),
+                                         nbformat.v4.new_code_cell("1 / 0")])
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(nb, path)
+    out = tmp_path / "bad.out.ipynb"
+    rc = cli_main(["notebook", str(path), "--out", str(out), "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err == f"groupdetr: {path}: cell 2 failed: ZeroDivisionError: division by zero\n"
+    executed = nbformat.read(out, as_version=4)
+    assert str(tmp_path.resolve()) in _text(executed)  # the results root reached the kernel
+    with pytest.raises(NotebookFailed):
+        execute_notebook(path, results_root=tmp_path)
+
+
+def test_bad_notebook_input_is_refused(tmp_path, capsys):
+    assert cli_main(["notebook", str(tmp_path / "none.ipynb")]) == 2
+    assert "no such notebook" in capsys.readouterr().err
+    (tmp_path / "x.ipynb").write_text("not json")
+    with pytest.raises(NotebookError, match="not a readable notebook"):
+        execute_notebook(tmp_path / "x.ipynb")
+    with pytest.raises(NotebookError, match="not a folder"):
+        execute_notebook(NOTEBOOKS / "table7.ipynb", results_root=tmp_path / "missing")
+
+
+def test_results_root_prefers_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV, str(tmp_path))
+    assert results_root() == tmp_path.resolve()
+    monkeypatch.delenv(ENV)
+    monkeypatch.chdir(NOTEBOOKS)
+    assert results_root() == REPO / "results"
+    assert paper_dir(tmp_path) == REPO / "results" / "paper"  # no paper/ under the root: the repository's
+    _paper(tmp_path / "r")
+    assert paper_dir(tmp_path / "r") == tmp_path / "r" / "paper"
