@@ -13,6 +13,6 @@ rule synth:
             f"{groupdetr_command()} synth -c {shlex.quote(preset()['recipe'])} {set_args(base_overrides())} "
             f"--out {config['data_root']}/{wildcards.name} --workers {threads}"
         ),
-    threads: workflow.cores
+    threads: 2  # rendering processes (Snakemake caps this at --cores)
     run:
         shell("{params.command} > {log} 2>&1")
