@@ -395,7 +395,7 @@ def format_goals(rows: list[dict], paired: dict) -> str:
     per-process figures carry process-to-process noise of 10-25 % on a shared CPU machine.
     """
     k0, k1 = paired["K_base"], paired["K_max"]
-    lines = [f"goals (paired: both contenders in one process, calls interleaved)"]
+    lines = ["goals (paired: both contenders in one process, calls interleaved)"]
     ratios = paired["eval_ratio"]
     ok = all(abs(r - 1) <= EVAL_TOLERANCE for r in ratios.values())
     lines.append(f"  eval step K={k1} / K={k0} (goal 1.00 +- noise, met if within +-{EVAL_TOLERANCE:.0%}): "

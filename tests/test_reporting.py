@@ -39,7 +39,7 @@ def test_main_results_pair_baseline_and_group_detr(reported):
 
 def test_committed_tables_are_exactly_what_the_command_generates(reported, tmp_path):
     for path in write_paper_tables(reported, tmp_path):
-        assert path.read_bytes() == (PAPER / path.name).read_bytes(), f"regenerate with `groupdetr paper-tables`"
+        assert path.read_bytes() == (PAPER / path.name).read_bytes(), "regenerate with `groupdetr paper-tables`"
 
 
 def test_missing_column_is_one_clear_error(tmp_path):
