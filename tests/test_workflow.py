@@ -98,3 +98,16 @@ def test_tiny_workflow_end_to_end(tmp_path):
     again = snakemake("--cores", "2", *tiny_config(tmp_path), cwd=tmp_path / "wd")
     assert "Nothing to be done" in again.stdout + again.stderr
     assert (res / "ablation_K" / "runs.csv").stat().st_mtime_ns == before
+
+
+def test_conda_requirements_match_the_lock():
+    """workflows/envs/requirements.txt (for --software-deployment-method conda) pins what uv.lock pins."""
+    import re
+    import tomllib
+
+    lock = {p["name"]: p["version"] for p in tomllib.loads((REPO / "uv.lock").read_text())["package"] if "version" in p}
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ ;]+)", (REPO / "workflows/envs/requirements.txt").read_text(), re.M))
+    assert {"torch", "torchvision", "snakemake", "pycocotools"} <= set(pins)
+    wrong = {name: (v, lock.get(name.lower().replace("_", "-"), lock.get(name))) for name, v in pins.items()
+             if lock.get(name.lower().replace("_", "-"), lock.get(name)) != v}
+    assert not wrong, f"requirements.txt is out of date with uv.lock (re-export it): {wrong}"

@@ -2,9 +2,10 @@
 # (groupdetr.studies, tested); this file only maps them onto paths and commands.
 #
 # Software: every rule runs the project's own package with the interpreter that runs Snakemake (the
-# uv-locked .venv of the README's set-up; on a cluster the same path on a shared file system). That is
-# why rules use `run:` blocks calling `shell()` rather than declaring a per-rule conda environment or
-# container: there is no other environment to deploy, and the lock file pins it.
+# uv-locked .venv of the README's set-up; on a cluster the same path on a shared file system). Rules also
+# name workflows/envs/groupdetr.yaml, the same locked requirements as a conda environment, which is used
+# only with `--software-deployment-method conda`; shell commands then call the environment's `python`
+# instead of the .venv's (see python() below).
 import hashlib
 import json
 import shlex
@@ -118,15 +119,21 @@ def set_args(overrides):
     return " ".join(f"--set {shlex.quote(o)}" for o in overrides)
 
 
+def python():
+    """The interpreter of the jobs: Snakemake's own (the project's .venv), or the conda environment's."""
+    methods = {str(getattr(m, "value", m)).lower() for m in workflow.deployment_settings.deployment_method or ()}
+    return "python" if "conda" in methods else shlex.quote(sys.executable)
+
+
 def groupdetr_command():
-    """`python -m groupdetr` of the interpreter running Snakemake (the project's venv)."""
-    return f"{shlex.quote(sys.executable)} -m groupdetr"
+    """`python -m groupdetr` of the jobs' interpreter."""
+    return f"{python()} -m groupdetr"
 
 
 def train_command(wildcards, threads):
     """One training run; through torchrun when the preset asks for more than one GPU."""
     gpus = preset()["gpus"]
-    launcher = (f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc-per-node {gpus} -m groupdetr"
+    launcher = (f"{python()} -m torch.distributed.run --standalone --nproc-per-node {gpus} -m groupdetr"
                 if gpus > 1 else groupdetr_command())
     run = run_path(wildcards.study, wildcards.variant, int(wildcards.seed))
     overrides = run_overrides(wildcards.study, wildcards.variant, int(wildcards.seed))

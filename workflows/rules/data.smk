@@ -14,5 +14,7 @@ rule synth:
             f"--out {config['data_root']}/{wildcards.name} --workers {threads}"
         ),
     threads: 2  # rendering processes (Snakemake caps this at --cores)
-    run:
-        shell("{params.command} > {log} 2>&1")
+    conda:
+        "../envs/groupdetr.yaml"
+    shell:
+        "{params.command} > {log} 2>&1"

@@ -20,8 +20,10 @@ rule gather:
             f"{groupdetr_command()} gather --studies {shlex.quote(str(REPO / config['studies']))} "
             f"--study {wildcards.study} --runs {shlex.quote(config['runs'])} {gather_args(wildcards)}"
         ),
-    run:
-        shell("{params.command} --out {output} > {log} 2>&1")
+    conda:
+        "../envs/groupdetr.yaml"
+    shell:
+        "{params.command} --out {output} > {log} 2>&1"
 
 
 rule notebook:
@@ -36,5 +38,7 @@ rule notebook:
         f"{config['logs']}/benchmarks/notebooks/{{notebook}}.tsv"
     params:
         command=lambda wildcards: f"{groupdetr_command()} notebook --results {shlex.quote(config['out'])}",
-    run:
-        shell("{params.command} {input.notebook} --out {output} > {log} 2>&1")
+    conda:
+        "../envs/groupdetr.yaml"
+    shell:
+        "{params.command} {input.notebook} --out {output} > {log} 2>&1"

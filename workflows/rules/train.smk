@@ -18,8 +18,10 @@ rule train:
         gpu=preset()["gpus"],
         mem_mb=preset()["mem_mb"],
         runtime=preset()["runtime"],
-    run:
-        shell("{params.command} > {log} 2>&1")
+    conda:
+        "../envs/groupdetr.yaml"
+    shell:
+        "{params.command} > {log} 2>&1"
 
 
 rule evaluate:
@@ -38,5 +40,7 @@ rule evaluate:
         gpu=min(preset()["gpus"], 1),
         mem_mb=preset()["mem_mb"],
         runtime=30,
-    run:
-        shell("OMP_NUM_THREADS={threads} {params.command} > {log} 2>&1")
+    conda:
+        "../envs/groupdetr.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} {params.command} > {log} 2>&1"
