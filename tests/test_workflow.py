@@ -54,8 +54,8 @@ def test_dry_run_of_the_default_targets(tmp_path, target):
 
 def test_paper_preset_is_one_switch(tmp_path):
     coco = tmp_path / "coco"
-    proc = snakemake("-n", "-p", "--cores", "8", "--config", "preset=paper", f"coco_root={coco}",
-                     "results/ablation_K", cwd=tmp_path)
+    proc = snakemake("-n", "-p", "--cores", "8", "results/ablation_K", "--config", "preset=paper", f"coco_root={coco}",
+                     cwd=tmp_path)
     assert "-c paper_cdetr_r50_12ep" in proc.stdout and f"data.root={coco}" in proc.stdout
     assert "torch.distributed.run --standalone --nproc-per-node 8" in proc.stdout
     assert "rule synth" not in proc.stdout  # COCO is read in place
