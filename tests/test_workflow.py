@@ -111,3 +111,12 @@ def test_conda_requirements_match_the_lock():
     wrong = {name: (v, lock.get(name.lower().replace("_", "-"), lock.get(name))) for name, v in pins.items()
              if lock.get(name.lower().replace("_", "-"), lock.get(name)) != v}
     assert not wrong, f"requirements.txt is out of date with uv.lock (re-export it): {wrong}"
+
+
+def test_no_study_target_is_committed():
+    """A committed results/<study> would make `snakemake results/<study>` do nothing on a fresh clone."""
+    from groupdetr.studies import load_studies
+
+    tracked = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    studies = load_studies(REPO / "workflows/config/studies.yaml")
+    assert not [f for f in tracked if f.split("/")[1] in studies], "gathered study folders must not be committed"
