@@ -99,6 +99,16 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr
     assert (res / "ablation_K" / "runs.csv").stat().st_mtime_ns == before
 
+    # The render job rerun on a finished benchmark (Snakemake reruns it after a code change, deleting its
+    # output first) finds the benchmark as it is and renders nothing; the re-made record retrains nothing.
+    (marker,) = (tmp_path / "synth").glob("*.synth.json")
+    marker.unlink()
+    snakemake("--cores", "2", str(marker), *tiny_config(tmp_path), cwd=tmp_path / "wd")
+    assert "already there; nothing rendered" in next((tmp_path / "logs" / "synth").glob("*.log")).read_text()
+    fourth = snakemake("--cores", "2", *tiny_config(tmp_path), cwd=tmp_path / "wd")
+    assert "Nothing to be done" in fourth.stdout + fourth.stderr
+    assert (res / "ablation_K" / "runs.csv").stat().st_mtime_ns == before
+
 
 def test_conda_requirements_match_the_lock():
     """workflows/envs/requirements.txt (for --software-deployment-method conda) pins what uv.lock pins."""

@@ -154,7 +154,9 @@ def eval_command(wildcards):
 
 def dataset_input(wildcards):
     """The rendered benchmark a run needs (nothing for COCO: the engine checks the root itself)."""
-    return [] if uses_coco() else [str(Path(data_overrides()[0].split("=", 1)[1]) / "synth.json")]
+    if uses_coco():
+        return []
+    return [ancient(data_overrides()[0].split("=", 1)[1] + ".synth.json")]
 
 
 def study_runs(study):

@@ -1,14 +1,19 @@
 # The embedded benchmark of the cpu preset, rendered once per settings (COCO is read in place).
+# The output is a copy of the benchmark's manifest beside its folder, not the manifest inside it: when
+# Snakemake reruns this rule (e.g. after a code change) it deletes only the copy, and `groupdetr synth`
+# finds the folder's own manifest with the same settings and renders nothing. Runs take it as
+# ancient() input, so a re-made copy never triggers retraining.
 
 
 rule synth:
     output:
-        f"{config['data_root']}/{{name}}/synth.json",
+        f"{config['data_root']}/{{name}}.synth.json",
     log:
         f"{config['logs']}/synth/{{name}}.log",
     benchmark:
         f"{config['logs']}/benchmarks/synth/{{name}}.tsv"
     params:
+        manifest=lambda wildcards: f"{config['data_root']}/{wildcards.name}/synth.json",
         command=lambda wildcards, threads: (
             f"{groupdetr_command()} synth -c {shlex.quote(preset()['recipe'])} {set_args(base_overrides())} "
             f"--out {config['data_root']}/{wildcards.name} --workers {threads}"
@@ -17,4 +22,4 @@ rule synth:
     conda:
         "../envs/groupdetr.yaml"
     shell:
-        "{params.command} > {log} 2>&1"
+        "{params.command} > {log} 2>&1 && cp {params.manifest} {output}"
