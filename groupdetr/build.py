@@ -1,27 +1,34 @@
-"""Builders: config sections -> model, matcher, criterion, postprocess, optimizer."""
+"""Builders: config sections -> model, matcher, criterion, postprocess, optimizer.
+
+The task (``model.task``, ``groupdetr.tasks.TASKS``) adds its head, matching costs, losses and
+postprocess terms; the decoder (``model.decoder``, ``DECODERS``) and denoising
+(``model.denoising``) are switched here too. Nothing else branches on them.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from groupdetr.config import Config, LossConfig, MatcherConfig, ModelConfig, PostprocessConfig
+from groupdetr.config import Config, LossConfig, ModelConfig
 from groupdetr.criterion import SetCriterion
 from groupdetr.matcher import ASSIGNMENTS, HungarianMatcher, MatchCosts
-from groupdetr.model import ConditionalDETR
+from groupdetr.model import GroupDETR
 from groupdetr.model.backbone import BACKBONES
-from groupdetr.model.transformer import ConditionalDecoder, Encoder
-from groupdetr.postprocess import PostProcess
+from groupdetr.model.transformer import DECODERS, Encoder
+from groupdetr.postprocess import PostProcess, TaskPostProcess
+from groupdetr.tasks import TASKS
 
 __all__ = ["build_model", "build_matcher", "build_criterion", "build_postprocess", "build_optimizer", "loss_weights", "build_all"]
 
 
-def build_model(cfg: ModelConfig, assignment: str = "group") -> ConditionalDETR:
+def build_model(cfg: ModelConfig, assignment: str = "group") -> GroupDETR:
     """The detector; ``assignment`` decides which queries are kept at inference."""
     d = cfg.hidden_dim
-    return ConditionalDETR(
-        backbone=BACKBONES[cfg.backbone.name](cfg.backbone),
+    backbone = BACKBONES[cfg.backbone.name](cfg.backbone)
+    return GroupDETR(
+        backbone=backbone,
         encoder=Encoder(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.enc_layers),
-        decoder=ConditionalDecoder(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers),
+        decoder=DECODERS[cfg.decoder](cfg),
         num_classes=cfg.num_classes,
         num_queries=cfg.num_queries,
         num_groups=cfg.num_groups,
@@ -30,25 +37,37 @@ def build_model(cfg: ModelConfig, assignment: str = "group") -> ConditionalDETR:
         eval_group=cfg.eval_group,
         prior_prob=cfg.prior_prob,
         aux_loss=cfg.aux_loss,
+        head=TASKS[cfg.task].head(cfg, backbone),
+        denoising=cfg.denoising if cfg.denoising.enabled else None,
     )
 
 
-def build_matcher(cfg: MatcherConfig) -> HungarianMatcher:
-    costs = MatchCosts(cfg.cost_class, cfg.cost_bbox, cfg.cost_giou, cfg.focal_alpha, cfg.focal_gamma)
-    return HungarianMatcher(costs, cfg.assignment)
+def build_matcher(cfg: Config) -> HungarianMatcher:
+    """The matcher of ``cfg``, with the task's extra costs."""
+    mc = cfg.matcher
+    costs = MatchCosts(mc.cost_class, mc.cost_bbox, mc.cost_giou, mc.focal_alpha, mc.focal_gamma)
+    return HungarianMatcher(costs, mc.assignment, TASKS[cfg.model.task].cost_terms(cfg))
 
 
 def build_criterion(cfg: Config) -> SetCriterion:
-    return SetCriterion(build_matcher(cfg.matcher), cfg.model.num_classes, cfg.loss.focal_alpha, cfg.loss.focal_gamma)
+    return SetCriterion(build_matcher(cfg), cfg.model.num_classes, cfg.loss.focal_alpha, cfg.loss.focal_gamma,
+                        loss_terms=TASKS[cfg.model.task].loss_terms(cfg))
 
 
 def loss_weights(cfg: LossConfig) -> dict[str, float]:
-    """Weights for :func:`groupdetr.criterion.weight_losses`."""
-    return {"loss_ce": cfg.weight_class, "loss_bbox": cfg.weight_bbox, "loss_giou": cfg.weight_giou}
+    """Weights for :func:`groupdetr.criterion.weight_losses` (every task's loss names)."""
+    return {"loss_ce": cfg.weight_class, "loss_bbox": cfg.weight_bbox, "loss_giou": cfg.weight_giou,
+            "loss_mask": cfg.weight_mask, "loss_dice": cfg.weight_dice,
+            "loss_center": cfg.weight_center, "loss_depth": cfg.weight_depth, "loss_dims": cfg.weight_dims,
+            "loss_yaw": cfg.weight_yaw}
 
 
-def build_postprocess(cfg: PostprocessConfig) -> PostProcess:
-    return PostProcess(cfg.num_select, cfg.nms_iou, cfg.nms_candidates)
+def build_postprocess(cfg: Config, yaw_periods: dict | None = None) -> TaskPostProcess:
+    """Top-k boxes plus the task's terms; ``yaw_periods`` ({category id: period or None}, from the
+    dataset's categories) lets the 3D head decode yaw per class."""
+    p = cfg.postprocess
+    core = PostProcess(p.num_select, p.nms_iou, p.nms_candidates)
+    return TaskPostProcess(core, TASKS[cfg.model.task].postprocess_terms(cfg, yaw_periods))
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -61,6 +80,6 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
 
-def build_all(cfg: Config):
+def build_all(cfg: Config, yaw_periods: dict | None = None):
     """(model, criterion, postprocess) for a resolved config."""
-    return build_model(cfg.model, cfg.matcher.assignment), build_criterion(cfg), build_postprocess(cfg.postprocess)
+    return build_model(cfg.model, cfg.matcher.assignment), build_criterion(cfg), build_postprocess(cfg, yaw_periods)

@@ -69,6 +69,43 @@ class BackboneConfig:
     depth: int = 1  # small_cnn only: conv layers per stage
 
 
+#: what the detector predicts and how it is evaluated (``groupdetr.tasks.TASKS``)
+TASK_CHOICES = ("detection", "instance_segmentation", "detection_3d")
+#: decoder families (``groupdetr.build.DECODERS``): Conditional DETR, DAB-DETR anchor boxes
+DECODER_CHOICES = ("conditional", "dab")
+#: which matching queries a denoising query may see (``groupdetr.groups.QueryLayout``)
+DN_SHARING_CHOICES = ("per_group", "shared")
+
+
+@dataclass(frozen=True)
+class MaskHeadConfig:
+    """Instance segmentation head (task ``instance_segmentation``): per-query mask embeddings
+    against per-pixel embeddings of a light pixel decoder (Mask2Former's idea)."""
+
+    mask_dim: int = 256  # width of the mask and pixel embeddings
+    stride: int = 4  # output stride of the pixel decoder (per-pixel embeddings)
+
+
+@dataclass(frozen=True)
+class Box3DHeadConfig:
+    """3D detection head (task ``detection_3d``) and its camera-aware positional encoding (PETR)."""
+
+    depth_bins: int = 16  # points per camera ray of the PETR frustum
+    depth_min: float = 1.0  # metres, nearest frustum point
+    depth_max: float = 20.0  # metres, farthest frustum point
+
+
+@dataclass(frozen=True)
+class DenoisingConfig:
+    """DN-DETR denoising queries (needs ``model.decoder=dab``); training only."""
+
+    enabled: bool = False
+    num_queries: int = 100  # budget per denoising set: copies = max(1, num_queries // max #GT in the batch)
+    label_noise: float = 0.2  # probability of flipping a label to a random class
+    box_noise: float = 0.4  # DN-DETR's lambda: centre shift <= lambda*wh/2, size scale in [1-lambda, 1+lambda]
+    sharing: str = field(default="per_group", metadata=_choices(*DN_SHARING_CHOICES))
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: BackboneConfig = BackboneConfig()
@@ -85,6 +122,11 @@ class ModelConfig:
     eval_group: int = 0  # group used at inference (paper Fig. 4 evaluates each)
     prior_prob: float = 0.01
     aux_loss: bool = True
+    task: str = field(default="detection", metadata=_choices(*TASK_CHOICES))
+    decoder: str = field(default="conditional", metadata=_choices(*DECODER_CHOICES))
+    mask_head: MaskHeadConfig = MaskHeadConfig()
+    box3d_head: Box3DHeadConfig = Box3DHeadConfig()
+    denoising: DenoisingConfig = DenoisingConfig()
 
 
 @dataclass(frozen=True)
@@ -95,6 +137,9 @@ class MatcherConfig:
     cost_giou: float = 2.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    cost_mask: float = 5.0  # instance segmentation: sigmoid BCE of the mask logits (Mask2Former)
+    cost_dice: float = 5.0  # instance segmentation: dice
+    mask_points: int = 12544  # points sampled per mask for the mask costs (Mask2Former); all pixels if fewer
 
 
 @dataclass(frozen=True)
@@ -104,6 +149,13 @@ class LossConfig:
     weight_giou: float = 2.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    weight_mask: float = 5.0  # instance segmentation (Mask2Former's weights)
+    weight_dice: float = 5.0
+    mask_points: int = 12544  # points sampled per matched mask for the mask losses; all pixels if fewer
+    weight_center: float = 5.0  # 3D: projected centre (L1, normalised image coordinates)
+    weight_depth: float = 1.0  # 3D: L1 of log depth
+    weight_dims: float = 1.0  # 3D: L1 of log dimensions
+    weight_yaw: float = 1.0  # 3D: L1 of (sin, cos) of the yaw scaled to its class period
 
 
 @dataclass(frozen=True)
@@ -371,6 +423,23 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"matcher.assignment={mt.assignment} needs model.num_groups=1 (got {m.num_groups}); use 'group' for K > 1"
         )
+    dn = m.denoising
+    if dn.enabled and m.decoder != "dab":
+        raise ConfigError(f"model.denoising.enabled needs anchor-box queries: set model.decoder=dab (got {m.decoder})")
+    if dn.num_queries < 1 or not 0.0 <= dn.label_noise <= 1.0 or not 0.0 <= dn.box_noise <= 1.0:
+        raise ConfigError(f"model.denoising: num_queries must be >= 1 and label_noise, box_noise in [0, 1], got "
+                          f"{dn.num_queries}, {dn.label_noise}, {dn.box_noise}")
+    stride = m.mask_head.stride
+    if stride < 1 or stride & (stride - 1) or m.mask_head.mask_dim < 1:
+        raise ConfigError(f"model.mask_head.stride must be a power of 2 and mask_dim >= 1, got {stride}, {m.mask_head.mask_dim}")
+    b3 = m.box3d_head
+    if b3.depth_bins < 1 or not 0.0 < b3.depth_min < b3.depth_max:
+        raise ConfigError(f"model.box3d_head needs depth_bins >= 1 and 0 < depth_min < depth_max, got "
+                          f"{b3.depth_bins}, {b3.depth_min}, {b3.depth_max}")
+    if m.task == "detection_3d" and cfg.data.dataset != "synth":
+        raise ConfigError(f"model.task=detection_3d needs 3D annotations; data.dataset={cfg.data.dataset} has none (use synth)")
+    if mt.mask_points < 1 or cfg.loss.mask_points < 1:
+        raise ConfigError(f"matcher.mask_points and loss.mask_points must be >= 1, got {mt.mask_points}, {cfg.loss.mask_points}")
     sy = cfg.data.synth
     if not 0.0 <= sy.occlusion <= 1.0 or not 0.0 <= sy.noise <= 1.0:
         raise ConfigError(f"data.synth.occlusion and data.synth.noise must be in [0, 1], got {sy.occlusion}, {sy.noise}")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from groupdetr.box_ops import cxcywh_to_xyxy
+from groupdetr.denoising import denoising_losses
 from groupdetr.matcher import HungarianMatcher
 
 __all__ = ["SetCriterion", "weight_losses", "normaliser"]
@@ -41,12 +42,19 @@ class SetCriterion:
         matcher: :class:`groupdetr.matcher.HungarianMatcher`.
         num_classes: width of ``pred_logits``.
         focal_alpha, focal_gamma: sigmoid focal loss parameters.
+        loss_terms: task losses ``(outputs, targets, indices, num_boxes) -> {name: loss}`` computed
+            on the same matching as the box losses, in every decoder layer (``groupdetr.tasks``).
+
+    Denoising queries (``dn_outputs`` in the outputs) add their reconstruction losses
+    (``groupdetr.denoising.denoising_losses``: ``loss_ce_dn`` ...); they are never matched.
     """
 
-    def __init__(self, matcher: HungarianMatcher, num_classes: int, focal_alpha: float = 0.25, focal_gamma: float = 2.0):
+    def __init__(self, matcher: HungarianMatcher, num_classes: int, focal_alpha: float = 0.25, focal_gamma: float = 2.0,
+                 loss_terms=()):
         self.matcher = matcher
         self.num_classes = num_classes
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.loss_terms = tuple(loss_terms)
 
     def layer_losses(self, outputs: dict, targets: list[dict], indices, num_boxes: torch.Tensor) -> dict:
         """Losses of one decoder layer given its matching.
@@ -73,7 +81,10 @@ class SetCriterion:
         # Paired GIoU, O(P): DETR's diag(generalized_box_iou(...)) builds a P x P matrix, and with
         # groups P = K * #GT, so its cost (and its backward's) grows with K^2.
         loss_giou = generalized_box_iou_loss(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tboxes), reduction="sum")
-        return {"loss_ce": loss_ce / num_boxes, "loss_bbox": loss_bbox / num_boxes, "loss_giou": loss_giou / num_boxes}
+        losses = {"loss_ce": loss_ce / num_boxes, "loss_bbox": loss_bbox / num_boxes, "loss_giou": loss_giou / num_boxes}
+        for term in self.loss_terms:
+            losses.update(term(outputs, targets, indices, num_boxes))
+        return losses
 
     def losses_and_matching(self, outputs: dict, targets: list[dict]):
         """Losses plus the final layer's matching (per image (query_idx, target_idx)), which the
@@ -85,6 +96,9 @@ class SetCriterion:
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             aux_losses = self.layer_losses(aux, targets, self.matcher(aux, targets), num_boxes)
             losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
+        if "dn_outputs" in outputs:
+            losses.update(denoising_losses(outputs["dn_outputs"], targets, outputs["dn_queries"], self.focal_alpha,
+                                           self.focal_gamma))
         return losses, indices
 
     def __call__(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
@@ -97,14 +111,17 @@ class SetCriterion:
 
 
 def weight_losses(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-    """Weighted sum of named losses; ``loss_ce_3`` takes the weight of ``loss_ce``.
+    """Weighted sum of named losses; an auxiliary layer's ``loss_ce_3`` and the denoising
+    ``loss_ce_dn`` / ``loss_ce_dn_3`` take the weight of ``loss_ce`` (as DN-DETR).
 
     Args:
         weights: base loss name -> weight, e.g. ``{"loss_ce": 2, "loss_bbox": 5, "loss_giou": 2}``.
     """
     total = None
     for name, value in losses.items():
-        base = name if name in weights else name.rsplit("_", 1)[0]
+        base = name
+        while base not in weights and "_" in base and base.rsplit("_", 1)[1] in ("dn", *map(str, range(100))):
+            base = base.rsplit("_", 1)[0]
         if base not in weights:
             raise KeyError(f"no weight for loss {name!r}")
         term = weights[base] * value

@@ -137,19 +137,28 @@ ASSIGNMENTS: dict[str, Assignment] = {
 class HungarianMatcher:
     """Callable ``(outputs, targets) -> [(query_idx, target_idx)] * B`` (LongTensors, on the
     outputs' device). The number of groups is read from ``outputs["num_groups"]`` (the groups
-    active in that forward), so the same matcher serves training (K) and evaluation (1)."""
+    active in that forward), so the same matcher serves training (K) and evaluation (1).
 
-    def __init__(self, costs: MatchCosts, assignment: str):
+    ``extra_costs``: task cost terms ``(outputs, image index, target) -> [Q, M]`` (already
+    weighted; e.g. the mask costs of ``groupdetr.heads.mask``) added to the class and box cost of
+    each image before the assignment, so every group's Hungarian sees them.
+    """
+
+    def __init__(self, costs: MatchCosts, assignment: str, extra_costs=()):
         self.costs = costs
         self.assignment = assignment
         self._match = ASSIGNMENTS[assignment].match
+        self.extra_costs = tuple(extra_costs)
 
     @torch.no_grad()
     def __call__(self, outputs: dict, targets: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         g = outputs.get("num_groups", 1)
         device = outputs["pred_logits"].device
         result = []
-        for cost in cost_matrices(outputs, targets, self.costs):
+        for i, cost in enumerate(cost_matrices(outputs, targets, self.costs)):
+            for term in self.extra_costs:
+                if cost.shape[1]:
+                    cost = cost + term(outputs, i, targets[i]).float().cpu().numpy()
             r, c = self._match(cost, g)
             result.append((torch.as_tensor(r, device=device), torch.as_tensor(c, device=device)))
         return result

@@ -6,7 +6,7 @@ from torchvision.ops import batched_nms
 
 from groupdetr.box_ops import cxcywh_to_xyxy
 
-__all__ = ["PostProcess"]
+__all__ = ["PostProcess", "TaskPostProcess"]
 
 
 class PostProcess:
@@ -30,7 +30,9 @@ class PostProcess:
             outputs: ``pred_logits`` [B, Q, C], ``pred_boxes`` [B, Q, 4] normalised cxcywh.
             target_sizes: [B, 2] (height, width) of the original images.
         Returns:
-            per image ``scores`` [k], ``labels`` [k] (long), ``boxes`` [k, 4] xyxy in pixels.
+            per image ``scores`` [k], ``labels`` [k] (long), ``boxes`` [k, 4] xyxy in pixels and
+            ``query`` [k] (long), the query each detection comes from (task heads read their
+            per-query outputs through it).
         """
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         b, q, c = logits.shape
@@ -43,9 +45,26 @@ class PostProcess:
         xyxy = cxcywh_to_xyxy(torch.gather(boxes, 1, query[..., None].expand(-1, -1, 4))) * scale
         results = []
         for i in range(b):
-            s, l, bx = scores[i], labels[i], xyxy[i]
+            s, l, bx, qi = scores[i], labels[i], xyxy[i], query[i]
             if self.nms_iou is not None:
                 keep = batched_nms(bx, s, l, self.nms_iou)[: self.num_select]
-                s, l, bx = s[keep], l[keep], bx[keep]
-            results.append({"scores": s, "labels": l, "boxes": bx})
+                s, l, bx, qi = s[keep], l[keep], bx[keep], qi[keep]
+            results.append({"scores": s, "labels": l, "boxes": bx, "query": qi})
+        return results
+
+
+class TaskPostProcess:
+    """:class:`PostProcess` followed by the task's terms ``(outputs, results, targets) -> None``
+    (masks, 3D boxes; ``groupdetr.tasks``). Called as ``(outputs, targets)``: image sizes come from
+    each target's ``orig_size``."""
+
+    def __init__(self, core: PostProcess, terms=()):
+        self.core, self.terms = core, tuple(terms)
+
+    @torch.no_grad()
+    def __call__(self, outputs: dict, targets: list[dict]) -> list[dict]:
+        sizes = torch.stack([t["orig_size"] for t in targets]).to(outputs["pred_boxes"].device)
+        results = self.core(outputs, sizes)
+        for term in self.terms:
+            term(outputs, results, targets)
         return results

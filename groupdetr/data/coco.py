@@ -284,8 +284,11 @@ class CocoDetection(torch.utils.data.Dataset):
 
 def build_dataset(cfg, split: str, return_masks: bool = False) -> CocoDetection:
     """Dataset of ``split`` from ``cfg.data`` (dataset, root, image_size), with the transform preset
-    of ``cfg.data.dataset`` (``groupdetr.data.transforms.PRESETS``). Also checks that every
-    category id indexes the classifier: ``max id < cfg.model.num_classes``."""
+    of ``cfg.data.dataset`` (``groupdetr.data.transforms.PRESETS``); masks are decoded when asked or
+    when ``cfg.model.task`` needs them, and a 3D task refuses a dataset without 3D annotations. Also
+    checks that every category id indexes the classifier: ``max id < cfg.model.num_classes``."""
+    from groupdetr.tasks import TASKS
+
     data = cfg.data
     if data.root is None:
         raise DatasetError(f"data.root is not set (the {data.dataset} dataset root)")
@@ -293,7 +296,11 @@ def build_dataset(cfg, split: str, return_masks: bool = False) -> CocoDetection:
         raise DatasetError(f"dataset root not found: {data.root} (data.root)")
     image_dir, ann_file = dataset_paths(data.dataset, data.root, split)
     transforms = build_transforms(data.dataset, split, data.image_size)
-    dataset = CocoDetection(image_dir, ann_file, transforms, return_masks=return_masks)
+    task = TASKS[cfg.model.task]
+    dataset = CocoDetection(image_dir, ann_file, transforms, return_masks=return_masks or task.needs_masks)
+    if task.needs_3d and not dataset.has_3d:
+        raise DatasetError(f"{ann_file}: model.task={task.name} needs 3D annotations (center_3d, dims_3d, yaw_3d, "
+                           "intrinsics, camera_pitch), as the embedded benchmark has")
     if dataset.category_ids and dataset.category_ids[-1] >= cfg.model.num_classes:
         raise DatasetError(
             f"{ann_file}: category id {dataset.category_ids[-1]} needs model.num_classes >= "

@@ -12,6 +12,7 @@ from groupdetr.engine import rundir as rd
 from groupdetr.engine.distributed import init_distributed
 from groupdetr.engine.loop import evaluate
 from groupdetr.engine.trainer import RunError, make_loader
+from groupdetr.tasks import TASKS, yaw_periods
 
 __all__ = ["evaluate_run"]
 
@@ -44,12 +45,14 @@ def evaluate_run(target: str | Path, group: int | None = None, overrides: list[s
     if changed:
         raise RunError(f"overrides change the architecture of the checkpoint (model.{', model.'.join(sorted(changed))})")
     info = init_distributed(cfg.device)
-    model, _, postprocess = build_all(cfg)
+    val = build_dataset(cfg, "val")
+    periods = yaw_periods(cfg.model.task, val.coco.dataset["categories"])
+    model, _, postprocess = build_all(cfg, periods)
     model.load_state_dict(ckpt["model"])
     model.to(info.device)
-    val = build_dataset(cfg, "val")
     stats = evaluate(model, postprocess, make_loader(val, cfg, info, 0, False), info.device, val.coco,
-                     cfg.train.eval_backend, cfg.train.amp, info.is_main, cfg.train.log_every)
+                     cfg.train.eval_backend, cfg.train.amp, info.is_main, cfg.train.log_every,
+                     TASKS[cfg.model.task].iou_types, periods)
     result = {"checkpoint": str(path), "epoch": int(ckpt["epoch"]), "eval_group": cfg.model.eval_group,
               "overrides": list(overrides or []), **stats}
     if out is None and target.is_dir() and not overrides:

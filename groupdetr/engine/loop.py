@@ -11,6 +11,7 @@ from groupdetr.criterion import weight_losses
 from groupdetr.engine.distributed import all_gather_objects, all_reduce_sum
 from groupdetr.engine.progress import progress
 from groupdetr.evaluation import CocoEvaluator
+from groupdetr.evaluation.det3d import Det3DEvaluator
 
 __all__ = ["NonFiniteLoss", "train_one_epoch", "evaluate", "matching_signature", "matching_instability"]
 
@@ -67,7 +68,7 @@ def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, dev
     for i, (images, pad_mask, targets) in enumerate(progress(batches, total_iters, f"epoch {epoch}", log_every, show), 1):
         images, pad_mask, targets = images.to(device), pad_mask.to(device), _to(targets, device)
         with _autocast(device, amp):
-            outputs = model(images, pad_mask)
+            outputs = model(images, pad_mask, targets)
         losses, indices = criterion.losses_and_matching(outputs, targets)
         total = weight_losses(losses, loss_weights)
         if not torch.isfinite(total):
@@ -89,21 +90,52 @@ def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, dev
     return {k: v / max(reduced[-1], 1) for k, v in zip(keys, reduced[:-1])}, matching, n
 
 
+def _float(outputs: dict) -> dict:
+    """Outputs in float32 for postprocessing (bf16 under AMP); non-tensors as they are."""
+    return {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in outputs.items()
+            if k not in ("aux_outputs", "dn_outputs")}
+
+
+def _merge_parts(parts: list[dict]) -> dict:
+    merged = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+def _gt_3d(target: dict) -> dict:
+    return {k: target[k] for k in Det3DEvaluator.GT_KEYS}
+
+
 @torch.no_grad()
 def evaluate(model, postprocess, loader, device, coco_gt, backend: str, amp: bool = False, show: bool = True,
-             log_every: int = 50) -> dict:
-    """COCO bbox stats of ``model`` in eval mode (its active group) on ``loader``, gathered across
-    ranks; every rank returns the same dict."""
+             log_every: int = 50, iou_types=("bbox",), yaw_periods: dict | None = None) -> dict:
+    """Evaluation stats of ``model`` in eval mode (its active group) on ``loader``, gathered across
+    ranks; every rank returns the same dict.
+
+    COCO stats for each of ``iou_types`` (``bbox/AP``, ``segm/AP`` ...); with ``yaw_periods``
+    ({category id: period or None}) also the 3D metric of ``groupdetr.evaluation.det3d``
+    (``3d/mAP``, ``3d/NDS``, ``3d/ATE`` ...), whose ground truth comes from the targets.
+    """
     model.eval()
     evaluator = CocoEvaluator(coco_gt, backend=backend)
-    predictions = {}
+    predictions, gts_3d = {}, {}
     for images, pad_mask, targets in progress(loader, len(loader), "eval", log_every, show):
+        targets = _to(targets, device)
         with _autocast(device, amp):
-            outputs = model(images.to(device), pad_mask.to(device))
-        outputs = {k: v.float() for k, v in outputs.items() if k in ("pred_logits", "pred_boxes")}
-        sizes = torch.stack([t["orig_size"] for t in targets]).to(device)
-        for t, r in zip(targets, postprocess(outputs, sizes)):
-            predictions[int(t["image_id"])] = {k: v.cpu() for k, v in r.items()}
-    for part in all_gather_objects(predictions):
-        evaluator.update(part)
-    return evaluator.summarize(("bbox",))
+            outputs = model(images.to(device), pad_mask.to(device), targets)
+        for t, r in zip(targets, postprocess(_float(outputs), targets)):
+            image_id = int(t["image_id"])
+            predictions[image_id] = {k: v.cpu() for k, v in r.items()}
+            if yaw_periods is not None:
+                gts_3d[image_id] = {k: v.cpu() for k, v in _gt_3d(t).items()}
+    merged = _merge_parts(all_gather_objects(predictions))
+    evaluator.update(merged)
+    stats = evaluator.summarize(tuple(iou_types))
+    if yaw_periods is not None:
+        gts = _merge_parts(all_gather_objects(gts_3d))
+        det3d = Det3DEvaluator(yaw_periods)
+        for image_id in sorted(gts):
+            det3d.update(gts[image_id], merged[image_id])
+        stats.update({f"3d/{k}": v for k, v in det3d.summarize().items() if k != "per_class"})
+    return stats

@@ -34,6 +34,7 @@ from groupdetr.data import build_dataset, build_loader
 from groupdetr.engine import rundir as rd
 from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
+from groupdetr.tasks import TASKS, yaw_periods
 
 __all__ = ["RunError", "train", "make_loader", "check_run_dir", "seed_everything", "peak_memory_mib", "manifest"]
 
@@ -153,7 +154,8 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         torch.use_deterministic_algorithms(True)
     train_ds, val_ds = build_dataset(cfg, "train"), build_dataset(cfg, "val")
     torch.manual_seed(cfg.seed)
-    model, criterion, postprocess = build_all(cfg)
+    periods = yaw_periods(cfg.model.task, val_ds.coco.dataset["categories"])
+    model, criterion, postprocess = build_all(cfg, periods)
     model.to(info.device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.lr_drop, gamma=0.1)
@@ -199,7 +201,8 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         t1 = time.perf_counter()
         if epoch % cfg.train.eval_every == 0 or epoch == cfg.optim.epochs:
             stats = evaluate(model, postprocess, make_loader(val_ds, cfg, info, epoch, False), info.device, val_ds.coco,
-                             cfg.train.eval_backend, cfg.train.amp, info.is_main, cfg.train.log_every)
+                             cfg.train.eval_backend, cfg.train.amp, info.is_main, cfg.train.log_every,
+                             TASKS[cfg.model.task].iou_types, periods)
             record.update(stats)
         record["eval_seconds"] = round(time.perf_counter() - t1, 3)
         record["peak_memory_mib"] = round(peak_memory_mib(info.device), 1)
@@ -209,8 +212,9 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "epoch": epoch, "config_hash": config_hash(cfg), "model_config": to_dict(cfg.model),
                 "config": to_dict(cfg), "matching": matching})
+            primary = TASKS[cfg.model.task].primary_metric
             log.info("epoch %d/%d: loss %.4f, %s%.1f s", epoch, cfg.optim.epochs, means["loss"],
-                     f"AP {stats['bbox/AP']:.4f}, " if "bbox/AP" in record else "", seconds)
+                     f"{primary} {stats[primary]:.4f}, " if primary in record else "", seconds)
         barrier()
     final = {"epoch": cfg.optim.epochs, "config_hash": config_hash(cfg), **stats}
     if info.is_main:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groupdetr.groups import block_diagonal_mask, fold_groups, unfold_groups
+from groupdetr.groups import QueryLayout, as_layout, dn_key_padding, fold_groups, self_attention_mask, unfold_groups
 
 __all__ = ["ProjectedAttention", "SELF_ATTENTION", "AttentionFn"]
 
@@ -76,28 +76,79 @@ class ProjectedAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, -1))
 
 
-# A self-attention strategy maps (attention module, q, k, v, number of active groups) -> output.
-# All tensors are [B, G*N, C] in the layout of ``groupdetr.groups``.
-AttentionFn = Callable[[ProjectedAttention, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# A self-attention strategy maps (attention module, q, k, v, layout) -> output. All tensors are
+# [B, L, C] in the order of ``groupdetr.groups.QueryLayout`` (denoising queries first, then G*N
+# matching queries, group-contiguous); ``layout`` may be a plain number of groups (no denoising).
+AttentionFn = Callable[[ProjectedAttention, torch.Tensor, torch.Tensor, torch.Tensor, "QueryLayout | int"], torch.Tensor]
 
 
-def separate_self_attention(attn, q, k, v, num_groups: int) -> torch.Tensor:
+def _split(x: torch.Tensor, layout: QueryLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[:, : layout.num_dn], x[:, layout.num_dn :]
+
+
+def _copy_blocks(layout: QueryLayout, num_keys_after: int, device) -> torch.Tensor:
+    """``[D, D + num_keys_after]`` mask of one denoising set's queries: True (blocked) between
+    different copies; the ``num_keys_after`` matching keys appended after the set stay visible."""
+    copy = torch.arange(layout.dn_set_size, device=device) // layout.dn_pad
+    dn = copy[:, None] != copy[None, :]
+    return torch.cat([dn, dn.new_zeros(layout.dn_set_size, num_keys_after)], dim=1)
+
+
+def _denoising_attention(attn, q, k, v, layout: QueryLayout, per_group: bool) -> torch.Tensor:
+    """Outputs of the denoising queries ``[B, num_dn, C]``. Keys: their own copy (padding excluded)
+    and the matching queries -- of their own group when ``per_group`` (sets folded into the batch
+    axis beside their group, as PaddleDetection's Group-DINO), else of every group."""
+    qd, _ = _split(q, layout)
+    kd, km = _split(k, layout)
+    vd, vm = _split(v, layout)
+    pad = ~layout.dn_valid  # [B, S*D]
+    if per_group:
+        g = layout.num_groups
+        keys = torch.cat([fold_groups(kd, g), fold_groups(km, g)], dim=1)
+        values = torch.cat([fold_groups(vd, g), fold_groups(vm, g)], dim=1)
+        kpm = torch.cat([pad.reshape(-1, layout.dn_set_size), pad.new_zeros(pad.shape[0] * g, layout.num_queries)], 1)
+        mask = _copy_blocks(layout, layout.num_queries, q.device)
+        return unfold_groups(attn(fold_groups(qd, g), keys, values, attn_mask=mask, key_padding_mask=kpm), g)
+    s = layout.dn_sets
+    one = _copy_blocks(layout, 0, q.device)
+    dn = torch.block_diag(*[~one] * s) if s > 1 else ~one  # True = allowed within the same set and copy
+    mask = torch.cat([~dn, dn.new_zeros(layout.num_dn, layout.num_matching)], dim=1)
+    kpm = torch.cat([pad, pad.new_zeros(pad.shape[0], layout.num_matching)], dim=1)
+    return attn(qd, k, v, attn_mask=mask, key_padding_mask=kpm)
+
+
+def separate_self_attention(attn, q, k, v, layout) -> torch.Tensor:
     """Group DETR's parallel self-attention (paper Algorithm 1): groups folded into the batch
-    axis, so each group attends only to itself at cost G*N^2 instead of (G*N)^2."""
-    out = attn(fold_groups(q, num_groups), fold_groups(k, num_groups), fold_groups(v, num_groups))
-    return unfold_groups(out, num_groups)
+    axis, so each group attends only to itself at cost G*N^2 instead of (G*N)^2. Matching queries
+    are computed from matching queries alone (they never see denoising queries), denoising
+    queries by one more attention call (:func:`_denoising_attention`)."""
+    layout = as_layout(layout, q.shape[1])
+    g = layout.num_groups
+    qm, km, vm = (_split(x, layout)[1] for x in (q, k, v))
+    out = unfold_groups(attn(fold_groups(qm, g), fold_groups(km, g), fold_groups(vm, g)), g)
+    if not layout.num_dn:
+        return out
+    per_group = layout.dn_sets == g and g > 1
+    return torch.cat([_denoising_attention(attn, q, k, v, layout, per_group), out], dim=1)
 
 
-def masked_self_attention(attn, q, k, v, num_groups: int) -> torch.Tensor:
-    """Separate self-attention via a block-diagonal mask over all G*N queries. Same result as
-    :func:`separate_self_attention` at (G*N)^2 cost; kept to cross-check the fold path."""
-    n = q.shape[1] // num_groups
-    return attn(q, k, v, attn_mask=block_diagonal_mask(num_groups, n, device=q.device))
+def masked_self_attention(attn, q, k, v, layout) -> torch.Tensor:
+    """Separate self-attention via the reference mask over all queries
+    (:func:`groupdetr.groups.self_attention_mask`). Same result as :func:`separate_self_attention`
+    at (L)^2 cost; kept to cross-check the fold path."""
+    layout = as_layout(layout, q.shape[1])
+    return attn(q, k, v, attn_mask=self_attention_mask(layout, device=q.device), key_padding_mask=dn_key_padding(layout))
 
 
-def shared_self_attention(attn, q, k, v, num_groups: int) -> torch.Tensor:
-    """All G*N queries attend to each other (paper Table 7 rows b, c)."""
-    return attn(q, k, v)
+def shared_self_attention(attn, q, k, v, layout) -> torch.Tensor:
+    """All G*N matching queries attend to each other (paper Table 7 rows b, c); denoising queries
+    see their own copy and every matching query."""
+    layout = as_layout(layout, q.shape[1])
+    qm, km, vm = (_split(x, layout)[1] for x in (q, k, v))
+    out = attn(qm, km, vm)
+    if not layout.num_dn:
+        return out
+    return torch.cat([_denoising_attention(attn, q, k, v, layout, per_group=False), out], dim=1)
 
 
 SELF_ATTENTION: dict[str, AttentionFn] = {

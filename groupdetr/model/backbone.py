@@ -1,7 +1,9 @@
 """Backbones: torchvision ResNets with frozen BatchNorm (paper preset) and a small CNN (CPU presets).
 
 Both map images ``[B, 3, H, W]`` to one feature map ``[B, C, H/s, W/s]`` and expose
-``num_channels`` and ``stride``. Weights are never downloaded: a ResNet starts from random init
+``num_channels`` and ``stride``; ``forward_features`` returns every stage's map (ascending stride,
+described by ``stage_channels`` and ``stage_strides``) for heads that need finer features (the
+pixel decoder of the mask head). Weights are never downloaded: a ResNet starts from random init
 unless ``weights`` names a local ImageNet state-dict file.
 """
 from __future__ import annotations
@@ -53,13 +55,20 @@ class ResNetBackbone(nn.Module):
         for pname, p in net.named_parameters():
             if not train_backbone or not any(s in pname for s in ("layer2", "layer3", "layer4")):
                 p.requires_grad_(False)
-        self.body = IntermediateLayerGetter(net, return_layers={"layer4": "out"})
-        self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
-        self.stride = 16 if dilation else 32
+        self.body = IntermediateLayerGetter(net, return_layers={f"layer{i}": str(i) for i in range(1, 5)})
+        base = 64 if name in ("resnet18", "resnet34") else 256
+        self.stage_channels = tuple(base * 2**i for i in range(4))
+        self.stage_strides = (4, 8, 16, 16) if dilation else (4, 8, 16, 32)
+        self.num_channels = self.stage_channels[-1]
+        self.stride = self.stage_strides[-1]
+
+    def forward_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """[B, 3, H, W] -> the maps of layer1..layer4, ``[B, C_i, H/s_i, W/s_i]``."""
+        return list(self.body(images).values())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> [B, C, H/s, W/s]."""
-        return self.body(images)["out"]
+        return self.forward_features(images)[-1]
 
 
 class SmallCNN(nn.Module):
@@ -71,15 +80,31 @@ class SmallCNN(nn.Module):
 
     def __init__(self, channels: tuple[int, ...], depth: int = 1):
         super().__init__()
-        layers, cin = [], 3
+        stages, cin = [], 3
         for cout in channels:
+            layers = []
             for i in range(depth):
                 layers += [nn.Conv2d(cin, cout, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
                            nn.GroupNorm(8, cout), nn.ReLU(inplace=True)]
                 cin = cout
-        self.body = nn.Sequential(*layers)
+            stages.append(nn.Sequential(*layers))
+        # One flat Sequential keeps the parameter names (body.<i>) of checkpoints written before
+        # stages were exposed; stage boundaries are remembered as layer counts.
+        self.body = nn.Sequential(*[m for st in stages for m in st])
+        self._ends = [3 * depth * (i + 1) for i in range(len(channels))]
+        self.stage_channels = tuple(channels)
+        self.stage_strides = tuple(2 ** (i + 1) for i in range(len(channels)))
         self.num_channels = cin
         self.stride = 2 ** len(channels)
+
+    def forward_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """[B, 3, H, W] -> every stage's map ``[B, C_i, H/2^(i+1), W/2^(i+1)]``."""
+        out, x, start = [], images, 0
+        for end in self._ends:
+            x = self.body[start:end](x)
+            out.append(x)
+            start = end
+        return out
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> [B, C, H/s, W/s]."""

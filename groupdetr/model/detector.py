@@ -1,10 +1,15 @@
-"""Conditional DETR with K groups of N object queries (Group DETR, paper Sec. 3).
+"""Group DETR: a DETR-family detector with K groups of N object queries (paper Sec. 3).
 
-The detector owns K*N query embeddings (parameters shared across groups otherwise). Once per
-forward it decides which groups are active -- all K in training; at inference one group (group 0
-by default, any group selectable, paper Fig. 4) or, for naive one-to-many assignment, all K
-(paper Table 7 row b) -- and passes that count down. With one active group the inference cost
-is that of plain Conditional DETR with N queries, whatever K is.
+One shared core -- backbone, encoder, a decoder from ``groupdetr.model.transformer.DECODERS``
+(Conditional DETR, or DAB-DETR's anchor boxes refined layer by layer), class and box heads -- plus
+an optional task head (``groupdetr.heads``: masks, 3D boxes) and optional DN-DETR denoising
+queries (``groupdetr.denoising``). The detector owns K*N query parameters (everything else is
+shared across groups). Once per forward it decides which groups are active -- all K in training;
+at inference one group (group 0 by default, any group selectable, paper Fig. 4) or, for naive
+one-to-many assignment, all K (paper Table 7 row b) -- and whether denoising queries exist
+(training with targets only), and passes that down as a :class:`groupdetr.groups.QueryLayout`.
+With one active group and no denoising, the inference cost is that of the plain detector with N
+queries, whatever K is.
 """
 from __future__ import annotations
 
@@ -15,23 +20,28 @@ import torch
 from torch import nn
 
 from groupdetr.box_ops import inverse_sigmoid
+from groupdetr.denoising import make_denoising_queries
+from groupdetr.groups import QueryLayout
+from groupdetr.heads import HeadContext
 from groupdetr.model.attention import SELF_ATTENTION
 from groupdetr.model.backbone import downsample_mask
 from groupdetr.model.position import sine_image_encoding
-from groupdetr.model.transformer import MLP, ConditionalDecoder, Encoder
+from groupdetr.model.transformer import MLP, Encoder
 
-__all__ = ["ConditionalDETR", "INFERENCE_QUERIES"]
+__all__ = ["GroupDETR", "ConditionalDETR", "INFERENCE_QUERIES"]
 
 # Which queries a detector keeps at inference. "one_group": the group ``eval_group`` only
 # (Group DETR); "all_groups": all K*N queries (naive one-to-many, paper Table 7 row b).
 INFERENCE_QUERIES = ("one_group", "all_groups")
 
 
-class ConditionalDETR(nn.Module):
+class GroupDETR(nn.Module):
     """
     Args:
-        backbone: module ``[B, 3, H, W] -> [B, C_b, h, w]`` with attribute ``num_channels``.
-        encoder, decoder: see ``groupdetr.model.transformer``.
+        backbone: module with ``forward_features`` (``groupdetr.model.backbone``).
+        encoder: ``groupdetr.model.transformer.Encoder``.
+        decoder: a decoder of ``DECODERS``; ``decoder.query_dim`` is the width of one query
+            parameter (d for Conditional DETR's embeddings, 4 for DAB-DETR's anchor boxes).
         num_classes: sigmoid classes (91 for COCO: category ids index the logits directly).
         num_queries: N, queries **per group**.
         num_groups: K.
@@ -39,13 +49,16 @@ class ConditionalDETR(nn.Module):
         inference_queries: one of ``INFERENCE_QUERIES``.
         eval_group: the group used at inference when ``inference_queries == "one_group"``.
         prior_prob: initial foreground probability of the class head (focal-loss init).
+        head: optional task head (``groupdetr.heads``).
+        denoising: ``DenoisingConfig`` with ``enabled`` True, or None (needs a decoder with
+            ``supports_denoising``).
     """
 
     def __init__(
         self,
         backbone: nn.Module,
         encoder: Encoder,
-        decoder: ConditionalDecoder,
+        decoder: nn.Module,
         num_classes: int,
         num_queries: int,
         num_groups: int,
@@ -54,16 +67,24 @@ class ConditionalDETR(nn.Module):
         eval_group: int = 0,
         prior_prob: float = 0.01,
         aux_loss: bool = True,
+        head: nn.Module | None = None,
+        denoising=None,
     ):
         super().__init__()
         if inference_queries not in INFERENCE_QUERIES:
             raise ValueError(f"inference_queries must be one of {INFERENCE_QUERIES}, got {inference_queries!r}")
+        if denoising is not None and not decoder.supports_denoising:
+            raise ValueError("denoising queries need an anchor-box decoder (model.decoder=dab)")
         d = decoder.d_model
         self.backbone, self.encoder, self.decoder = backbone, encoder, decoder
         self.input_proj = nn.Conv2d(backbone.num_channels, d, kernel_size=1)
-        self.query_embed = nn.Embedding(num_groups * num_queries, d)
+        self.query_embed = nn.Embedding(num_groups * num_queries, decoder.query_dim)
         self.class_embed = nn.Linear(d, num_classes)
         self.bbox_embed = MLP(d, d, 4, 3)
+        self.head = head
+        self.denoising = denoising
+        # DN-DETR: a denoising query's content is the embedding of its (noised) label
+        self.label_embed = nn.Embedding(num_classes, d) if denoising is not None else None
         self.num_queries, self.num_groups, self.num_classes = num_queries, num_groups, num_classes
         self.sa_fn = SELF_ATTENTION[self_attention]
         self.self_attention = self_attention
@@ -81,7 +102,7 @@ class ConditionalDETR(nn.Module):
         return (self.eval_group,)
 
     def group_queries(self, groups: Sequence[int]) -> torch.Tensor:
-        """Query embeddings of ``groups``, group-contiguous: ``[len(groups)*N, d]``."""
+        """Query parameters of ``groups``, group-contiguous: ``[len(groups)*N, query_dim]``."""
         for g in groups:
             if not 0 <= g < self.num_groups:
                 raise ValueError(f"group {g} does not exist: the model has num_groups={self.num_groups}")
@@ -90,47 +111,88 @@ class ConditionalDETR(nn.Module):
             return w
         return w.view(self.num_groups, self.num_queries, -1)[list(groups)].flatten(0, 1)
 
+    def denoising_queries(self, targets: list[dict] | None, num_groups: int):
+        """DN-DETR's noised ground truth for this forward, or None: only in training, with targets.
+        One set per active group (``sharing: per_group``) or one shared set."""
+        if self.denoising is None or not self.training or targets is None:
+            return None
+        sets = num_groups if self.denoising.sharing == "per_group" else 1
+        return make_denoising_queries(targets, sets, self.denoising.num_queries, self.denoising.label_noise,
+                                      self.denoising.box_noise, self.num_classes)
+
     def forward(
         self,
         images: torch.Tensor,
         pad_mask: torch.Tensor | None = None,
+        targets: list[dict] | None = None,
         groups: Sequence[int] | None = None,
     ) -> dict:
         """
         Args:
             images: [B, 3, H, W] normalised images (padded).
             pad_mask: [B, H, W] bool, True on padding; None means no padding.
+            targets: the batch's targets: ground truth for denoising queries (training) and the
+                camera intrinsics of the 3D head (always). Optional for 2D tasks without denoising.
             groups: override the active groups (default: :meth:`active_groups`).
         Returns:
-            DETR-convention dict:
+            DETR-convention dict of the G*N matching queries of the active groups:
               ``pred_logits`` [B, G*N, num_classes] (logits, sigmoid classes),
               ``pred_boxes`` [B, G*N, 4] normalised cxcywh,
+              the task head's keys (``pred_mask_embeds``, ``pred_depth``, ...),
               ``aux_outputs`` list (one per earlier decoder layer) of dicts with the same keys,
-              ``num_groups`` G, the number of active groups (queries are group-contiguous).
+              ``num_groups`` G, the number of active groups (queries are group-contiguous),
+              ``image_size`` (H, W) of the padded input;
+            with denoising queries also ``dn_outputs`` (``pred_logits``, ``pred_boxes``,
+            ``aux_outputs`` of the denoising queries) and ``dn_queries``
+            (:class:`groupdetr.denoising.DenoisingQueries`).
         """
         groups = self.active_groups() if groups is None else tuple(groups)
+        g = len(groups)
         b = images.shape[0]
         if pad_mask is None:
-            pad_mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
-        feat = self.backbone(images)
+            pad_mask = torch.zeros(b, *images.shape[-2:], dtype=torch.bool, device=images.device)
+        features = self.backbone.forward_features(images)
+        feat = features[-1]
+        intrinsics = None
+        if targets is not None and targets and "intrinsics" in targets[0]:
+            intrinsics = torch.stack([t["intrinsics"] for t in targets]).to(feat.dtype)
+        ctx = HeadContext(images, pad_mask, features, tuple(feat.shape[-2:]), targets=targets, intrinsics=intrinsics)
         mask = downsample_mask(pad_mask, feat.shape[-2:])
         pos = sine_image_encoding(mask, self.decoder.d_model // 2).to(feat.dtype)
         src = self.input_proj(feat).flatten(2).transpose(1, 2)  # [B, hw, d]
         pos = pos.flatten(2).transpose(1, 2)
+        extra = self.head.position(ctx) if self.head is not None else None
+        if extra is not None:
+            pos = pos + extra  # PETR: camera-aware 3D position of every feature cell
         mask = mask.flatten(1)
         memory = self.encoder(src, pos, mask)
-        query_pos = self.group_queries(groups).unsqueeze(0).expand(b, -1, -1)
-        hs, reference = self.decoder(memory, mask, pos, query_pos, len(groups), self.sa_fn)
+        ctx.memory, ctx.memory_pad = memory, mask
 
-        logits = self.class_embed(hs)  # [L, B, G*N, C]
-        deltas = self.bbox_embed(hs)
-        # Boxes are predicted relative to each query's reference point (centre offsets in logit space).
-        ref_logit = inverse_sigmoid(reference)
-        deltas = torch.cat([deltas[..., :2] + ref_logit, deltas[..., 2:]], dim=-1)
-        boxes = deltas.sigmoid()
-        out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1], "num_groups": len(groups)}
+        queries = self.group_queries(groups).unsqueeze(0).expand(b, -1, -1)
+        dn = self.denoising_queries(targets, g)
+        if dn is None:
+            layout, content = QueryLayout(g, self.num_queries), None
+        else:
+            layout = dn.layout(g, self.num_queries)
+            content = torch.cat([self.label_embed(dn.labels), queries.new_zeros(b, queries.shape[1], self.decoder.d_model)], 1)
+            queries = torch.cat([inverse_sigmoid(dn.boxes).to(queries.dtype), queries], dim=1)
+        hs, boxes = self.decoder(memory, mask, pos, queries, layout, self.sa_fn, self.bbox_embed, content)
+        logits = self.class_embed(hs)  # [L, B, Q, C]
+        nd = layout.num_dn
+        layers = [{"pred_logits": lg[:, nd:], "pred_boxes": bx[:, nd:], "num_groups": g,
+                   "image_size": tuple(images.shape[-2:])} for lg, bx in zip(logits, boxes)]
+        if self.head is not None:
+            for layer, extra_keys in zip(layers, self.head(ctx, hs[:, :, nd:], boxes[:, :, nd:])):
+                layer.update(extra_keys)
+        out = dict(layers[-1])
         if self.aux_loss:
-            out["aux_outputs"] = [
-                {"pred_logits": lg, "pred_boxes": bx, "num_groups": len(groups)} for lg, bx in zip(logits[:-1], boxes[:-1])
-            ]
+            out["aux_outputs"] = layers[:-1]
+        if dn is not None:
+            dn_layers = [{"pred_logits": lg[:, :nd], "pred_boxes": bx[:, :nd]} for lg, bx in zip(logits, boxes)]
+            out["dn_outputs"] = {**dn_layers[-1], "aux_outputs": dn_layers[:-1] if self.aux_loss else []}
+            out["dn_queries"] = dn
         return out
+
+
+#: the paper preset's detector (``model.decoder=conditional``) is this class; kept as a name.
+ConditionalDETR = GroupDETR

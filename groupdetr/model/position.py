@@ -5,7 +5,7 @@ import math
 
 import torch
 
-__all__ = ["sine_image_encoding", "sine_point_encoding"]
+__all__ = ["sine_image_encoding", "sine_point_encoding", "sine_box_encoding"]
 
 
 def sine_image_encoding(pad_mask: torch.Tensor, num_feats: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -49,3 +49,17 @@ def sine_point_encoding(points: torch.Tensor, d_model: int, temperature: float =
     px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), dim=-1).flatten(-2)
     py = torch.stack((py[..., 0::2].sin(), py[..., 1::2].cos()), dim=-1).flatten(-2)
     return torch.cat((py, px), dim=-1)
+
+
+def sine_box_encoding(boxes: torch.Tensor, d_model: int, temperature: float = 10000.0) -> torch.Tensor:
+    """DAB-DETR's sine embedding of normalised anchor boxes.
+
+    Args:
+        boxes: [..., 4] (cx, cy, w, h) in [0, 1].
+    Returns:
+        [..., 2*d_model]: y, x (= :func:`sine_point_encoding` of the centre), then w, h features
+        (d_model/2 each).
+    """
+    wh = sine_point_encoding(boxes[..., 2:], d_model, temperature)  # (h, w) order
+    half = d_model // 2
+    return torch.cat([sine_point_encoding(boxes[..., :2], d_model, temperature), wh[..., half:], wh[..., :half]], dim=-1)

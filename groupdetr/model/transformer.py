@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groupdetr.box_ops import inverse_sigmoid
+from groupdetr.groups import QueryLayout
 from groupdetr.model.attention import AttentionFn, ProjectedAttention
-from groupdetr.model.position import sine_point_encoding
+from groupdetr.model.position import sine_box_encoding, sine_point_encoding
 
-__all__ = ["MLP", "Encoder", "ConditionalDecoder"]
+__all__ = ["MLP", "Encoder", "ConditionalDecoder", "DABDecoder", "DECODERS"]
 
 
 class MLP(nn.Module):
@@ -118,20 +120,21 @@ class DecoderLayer(nn.Module):
         pos: torch.Tensor,
         query_pos: torch.Tensor,
         query_sine: torch.Tensor,
-        num_groups: int,
+        layout: QueryLayout | int,
         sa_fn: AttentionFn,
     ) -> torch.Tensor:
         """
         Args:
-            tgt, query_pos, query_sine: [B, G*N, d] (queries of G active groups, group-contiguous).
+            tgt, query_pos, query_sine: [B, Q, d], queries in the order of ``layout``
+                (``groupdetr.groups.QueryLayout``; an int G means G groups, no denoising).
             memory, pos: [B, L, d]; memory_pad: [B, L] bool.
         Returns:
-            [B, G*N, d]
+            [B, Q, d]
         """
         # --- self-attention, inside groups or across them (paper Sec. 3.2, Table 7) ---
         q = self.sa_qcontent_proj(tgt) + self.sa_qpos_proj(query_pos)
         k = self.sa_kcontent_proj(tgt) + self.sa_kpos_proj(query_pos)
-        tgt = self.norm1(tgt + self.dropout1(sa_fn(self.self_attn, q, k, self.sa_v_proj(tgt), num_groups)))
+        tgt = self.norm1(tgt + self.dropout1(sa_fn(self.self_attn, q, k, self.sa_v_proj(tgt), layout)))
 
         # --- conditional spatial cross-attention, per query ---
         b, nq, d = tgt.shape
@@ -156,7 +159,10 @@ class ConditionalDecoder(nn.Module):
 
     Reference points are predicted from the query embedding (one 2D point per query, not refined
     across layers); every layer's output is normalised by one shared LayerNorm (auxiliary heads).
+    Boxes are predicted relative to each query's reference point (centre offsets in logit space).
     """
+
+    supports_denoising = False
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int):
         super().__init__()
@@ -167,6 +173,7 @@ class ConditionalDecoder(nn.Module):
         self.query_scale = MLP(d_model, d_model, d_model, 2)
         self.ref_point_head = MLP(d_model, d_model, 2, 2)
         self.d_model = d_model
+        self.query_dim = d_model
 
     def forward(
         self,
@@ -174,17 +181,23 @@ class ConditionalDecoder(nn.Module):
         memory_pad: torch.Tensor,
         pos: torch.Tensor,
         query_pos: torch.Tensor,
-        num_groups: int,
+        layout: QueryLayout | int,
         sa_fn: AttentionFn,
+        bbox_embed: nn.Module,
+        content: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             memory, pos: [B, L, d]; memory_pad: [B, L] bool.
-            query_pos: [B, G*N, d] query embeddings of the G active groups.
+            query_pos: [B, Q, d] query embeddings (the G active groups, in the order of ``layout``).
+            bbox_embed: the detector's box head, d -> 4 (shared by all layers).
+            content: unused (Conditional DETR starts from zero content; no denoising queries).
         Returns:
-            hs: [num_layers, B, G*N, d] normalised outputs of every layer.
-            reference: [B, G*N, 2] sigmoid reference points (x, y).
+            hs: [num_layers, B, Q, d] normalised outputs of every layer.
+            boxes: [num_layers, B, Q, 4] predicted boxes, normalised cxcywh.
         """
+        if content is not None:
+            raise ValueError("the conditional decoder has no denoising queries; use model.decoder=dab")
         reference = self.ref_point_head(query_pos).sigmoid()
         point_sine = sine_point_encoding(reference, self.d_model)
         out = torch.zeros_like(query_pos)
@@ -192,6 +205,94 @@ class ConditionalDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             # First layer: no content yet, so the spatial query is the bare point embedding.
             query_sine = point_sine if i == 0 else point_sine * self.query_scale(out)
-            out = layer(out, memory, memory_pad, pos, query_pos, query_sine, num_groups, sa_fn)
+            out = layer(out, memory, memory_pad, pos, query_pos, query_sine, layout, sa_fn)
             hs.append(self.norm(out))
-        return torch.stack(hs), reference
+        hs = torch.stack(hs)
+        deltas = bbox_embed(hs)
+        deltas = torch.cat([deltas[..., :2] + inverse_sigmoid(reference), deltas[..., 2:]], dim=-1)
+        return hs, deltas.sigmoid()
+
+
+class DABDecoder(nn.Module):
+    """DAB-DETR's decoder (Liu et al., ICLR 2022): queries are 4D anchor boxes refined layer by layer.
+
+    Per layer: the anchor's sine embedding (:func:`sine_box_encoding`) gives the positional query
+    (``ref_point_head``) and, scaled by ``query_scale(content)`` from the second layer on and by the
+    width/height modulation (``ref_anchor_head``), the spatial query of conditional cross-attention
+    (the layer itself is Conditional DETR's). After the layer, the shared box head predicts an
+    update in logit space, ``box = sigmoid(bbox_embed(h) + inverse_sigmoid(anchor))``; that box is
+    the layer's prediction and, detached, the next layer's anchor (as DAB-DETR). Deviation: the
+    update is predicted from the normalised output ``h`` (the one the prediction heads see), where
+    DAB-DETR's refinement inside the decoder reads the un-normalised output.
+    """
+
+    supports_denoising = True
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
+                 modulate_hw: bool = True):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            DecoderLayer(d_model, nhead, dim_feedforward, dropout, is_first=(i == 0)) for i in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.query_scale = MLP(d_model, d_model, d_model, 2)
+        self.ref_point_head = MLP(2 * d_model, d_model, d_model, 2)
+        self.ref_anchor_head = MLP(d_model, d_model, 2, 2) if modulate_hw else None
+        self.d_model = d_model
+        self.query_dim = 4
+
+    def forward(
+        self,
+        memory: torch.Tensor,
+        memory_pad: torch.Tensor,
+        pos: torch.Tensor,
+        query_pos: torch.Tensor,
+        layout: QueryLayout | int,
+        sa_fn: AttentionFn,
+        bbox_embed: nn.Module,
+        content: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            memory, pos: [B, L, d]; memory_pad: [B, L] bool.
+            query_pos: [B, Q, 4] anchor boxes in logit space (inverse sigmoid of cxcywh), in the
+                order of ``layout`` (denoising anchors first).
+            bbox_embed: box head d -> 4, shared by all layers.
+            content: [B, Q, d] initial content queries (zeros for matching queries, label
+                embeddings for denoising queries), or None for zeros.
+        Returns:
+            hs: [num_layers, B, Q, d] normalised outputs; boxes: [num_layers, B, Q, 4] cxcywh.
+        """
+        d = self.d_model
+        anchor = query_pos.sigmoid()
+        out = torch.zeros(*query_pos.shape[:-1], d, dtype=memory.dtype, device=memory.device) if content is None else content
+        hs, boxes = [], []
+        for i, layer in enumerate(self.layers):
+            sine = sine_box_encoding(anchor, d)  # [B, Q, 2d]
+            qpos = self.ref_point_head(sine)
+            query_sine = sine[..., :d] if i == 0 else sine[..., :d] * self.query_scale(out)
+            if self.ref_anchor_head is not None:
+                # modulated attention: the x (y) part of the spatial query is scaled by the ratio of a
+                # predicted reference width (height) to the anchor's width (height)
+                ref_wh = self.ref_anchor_head(out).sigmoid()
+                query_sine = torch.cat([query_sine[..., : d // 2] * (ref_wh[..., 1] / anchor[..., 3])[..., None],
+                                        query_sine[..., d // 2:] * (ref_wh[..., 0] / anchor[..., 2])[..., None]], dim=-1)
+            out = layer(out, memory, memory_pad, pos, qpos, query_sine, layout, sa_fn)
+            h = self.norm(out)
+            box = (bbox_embed(h) + inverse_sigmoid(anchor)).sigmoid()
+            hs.append(h)
+            boxes.append(box)
+            anchor = box.detach()
+        return torch.stack(hs), torch.stack(boxes)
+
+
+def _conditional(cfg) -> nn.Module:
+    return ConditionalDecoder(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers)
+
+
+def _dab(cfg) -> nn.Module:
+    return DABDecoder(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers)
+
+
+#: ``model.decoder`` -> builder from the model config
+DECODERS = {"conditional": _conditional, "dab": _dab}
