@@ -183,8 +183,9 @@ class CocoDetection(torch.utils.data.Dataset):
     mean/std; target ``boxes`` ``[M, 4]`` float32 normalised cxcywh, ``labels`` ``[M]`` int64
     (category ids), ``image_id`` ``[]`` int64, ``orig_size``/``size`` ``[2]`` int64 (h, w) before/after
     transforms, optional ``masks`` ``[M, H, W]`` bool and, when the JSON has 3D fields,
-    ``center_3d`` ``[M, 3]``, ``dims_3d`` ``[M, 3]``, ``yaw_3d`` ``[M]``, ``intrinsics`` ``[3, 3]``,
-    ``camera_pitch`` ``[]`` (float32). Images are ordered by id.
+    ``center_3d`` ``[M, 3]``, ``dims_3d`` ``[M, 3]``, ``yaw_3d`` ``[M]``, ``yaw_period`` ``[M]`` (the
+    category's, NaN for rotation-symmetric), ``intrinsics`` ``[3, 3]``, ``camera_pitch`` ``[]``
+    (float32). Images are ordered by id.
 
     Attributes: ``coco`` (pycocotools index of the whole file, crowd included), ``ids``,
     ``category_ids``, ``has_3d``.
@@ -260,9 +261,16 @@ class CocoDetection(torch.utils.data.Dataset):
             target["center_3d"] = torch.tensor([a["center_3d"] for a in anns], dtype=f64).reshape(-1, 3)
             target["dims_3d"] = torch.tensor([a["dims_3d"] for a in anns], dtype=f64).reshape(-1, 3)
             target["yaw_3d"] = torch.tensor([a["yaw_3d"] for a in anns], dtype=f64)
+            target["yaw_period"] = torch.tensor([self._yaw_period(a["category_id"]) for a in anns], dtype=f64)
             target["intrinsics"] = torch.tensor(info["intrinsics"], dtype=f64)
             target["camera_pitch"] = torch.tensor(info["camera_pitch"], dtype=f64)
         return target
+
+    def _yaw_period(self, category_id: int) -> float:
+        """The category's ``yaw_period`` (rad): JSON null -> NaN (rotation-symmetric, orientation
+        not learned or scored); no key -> 2*pi (any orientation is distinct)."""
+        period = self.coco.cats[category_id].get("yaw_period", 2 * math.pi)
+        return math.nan if period is None else float(period)
 
     def _masks(self, info: dict, anns: list[dict]) -> torch.Tensor:
         """``[M, H, W]`` bool decoded by pycocotools (RLE, uncompressed RLE or polygons)."""
