@@ -11,7 +11,7 @@ from groupdetr.data import build_dataset
 from groupdetr.engine import rundir as rd
 from groupdetr.engine.distributed import init_distributed
 from groupdetr.engine.loop import evaluate
-from groupdetr.engine.trainer import RunError, make_loader
+from groupdetr.engine.trainer import RunError, flush_denormals, make_loader
 from groupdetr.tasks import TASKS, yaw_periods
 
 __all__ = ["evaluate_run"]
@@ -45,6 +45,7 @@ def evaluate_run(target: str | Path, group: int | None = None, overrides: list[s
     if changed:
         raise RunError(f"overrides change the architecture of the checkpoint (model.{', model.'.join(sorted(changed))})")
     info = init_distributed(cfg.device)
+    flush_denormals(info.device)
     val = build_dataset(cfg, "val")
     periods = yaw_periods(cfg.model.task, val.coco.dataset["categories"])
     model, _, postprocess = build_all(cfg, periods)
