@@ -178,6 +178,10 @@ class GroupDETR(nn.Module):
             queries = torch.cat([inverse_sigmoid(dn.boxes).to(queries.dtype), queries], dim=1)
         hs, boxes = self.decoder(memory, mask, pos, queries, layout, self.sa_fn, self.bbox_embed, content)
         logits = self.class_embed(hs)  # [L, B, Q, C]
+        if dn is None and self.label_embed is not None and self.training:
+            # A batch without objects has no denoising queries; touching the label embedding keeps
+            # its gradient defined (zero), which DistributedDataParallel requires of every rank.
+            logits = logits + 0.0 * self.label_embed.weight.sum()
         nd = layout.num_dn
         layers = [{"pred_logits": lg[:, nd:], "pred_boxes": bx[:, nd:], "num_groups": g,
                    "image_size": tuple(images.shape[-2:])} for lg, bx in zip(logits, boxes)]
