@@ -19,7 +19,28 @@ embedded benchmark and on COCO. Format (``workflows/config/studies.yaml``)::
         nms: {variants: [naive_o2m], overrides: {postprocess.nms_iou: 0.7}}   # eval/nms.json
       figures:
         ap_vs_k: {}
-        ap_vs_epoch: {variants: [K1, K11]}
+        ap_vs_epoch: {variants: [K1, K11], metric: bbox/AP}   # metric: optional, default bbox/AP
+        comparisons: {}                   # the declared comparisons beside the paper's deltas
+      metrics: [bbox/AP, segm/AP]         # columns of the gathered table (default: the six bbox APs)
+      comparisons:                        # the effects the study reports, each mean(b) - mean(a) over seeds
+        seg:
+          label: "Instance seg.: K=11 over K=1"
+          a: seg_K1
+          b: seg_K11
+          metric: segm/AP                 # <family>/<stat>, family one of bbox, segm, 3d
+          paper: {table: Table6, delta: 1.2, note: "Mask2Former R50 12 ep mask mAP 38.5 -> 39.7"}
+
+**Metrics** are the keys of a run's ``metrics.json``: ``bbox/AP`` ... for every task, ``segm/AP`` ... for
+``model.task=instance_segmentation``, ``3d/mAP``, ``3d/NDS``, ``3d/ATE`` ... for ``detection_3d``
+(:data:`METRIC_FAMILIES`). A study's ``metrics`` list chooses the gathered table's columns, so a study whose
+variants predict different things shows each head's own metric (a variant without a metric shows "–"); the
+values are shown x 100, so list fractions (AP, NDS), not errors in metres.
+
+**Comparisons** declare, as data, which effects a study reports: ``groupdetr gather`` writes one row per
+comparison to ``comparisons.csv`` (Welch 95 % CI of mean(b) - mean(a), sign, significance) with the paper's
+reported delta (``paper.delta``, in the paper's points, e.g. 1.5 mAP; optional) and whether the signs match,
+and a section of the study's ``README.md``. ``paper.table`` names the artefact as in
+``results/paper/reported.csv`` (``Table5``, ``Fig8`` ...); ``paper.note`` says where the delta comes from.
 
 Run directories are ``{runs}/{study}/{variant}/seed{seed}`` (the engine's run-directory contract);
 extra evaluations land in ``<run>/eval/{name}.json``. Every error is one :class:`StudyError` line
@@ -40,17 +61,25 @@ __all__ = [
     "StudyError",
     "Evaluation",
     "Variant",
+    "Comparison",
     "Study",
     "FIGURES",
+    "METRIC_FAMILIES",
     "load_studies",
     "run_dir",
     "override_args",
 ]
 
 #: figure kinds a study may ask for (drawn by ``groupdetr.reporting.study``).
-FIGURES = ("ap_vs_k", "ap_vs_epoch", "per_group_ap", "instability", "variants")
+FIGURES = ("ap_vs_k", "ap_vs_epoch", "per_group_ap", "instability", "variants", "comparisons")
+#: metric families of a run's evaluation stats (``<family>/<stat>``): boxes (every task), instance masks,
+#: 3D boxes (nuScenes style: mAP, NDS, ATE ...).
+METRIC_FAMILIES = ("bbox", "segm", "3d")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_METRIC = re.compile(r"^([A-Za-z0-9]+)/[A-Za-z0-9@._-]+$")
+#: keys of one figure entry: the variants it draws (``variants``, or one ``variant``) and its metric.
+_FIGURE_KEYS = {"variants", "variant", "metric"}
 
 
 class StudyError(ValueError):
@@ -75,6 +104,21 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """An effect a study reports: mean(``b``) - mean(``a``) of the final ``metric`` over seeds, beside the
+    paper's reported delta of the same comparison (``paper_delta``, in the paper's points; None: not reported)."""
+
+    name: str
+    a: str
+    b: str
+    metric: str
+    label: str
+    paper_table: str | None = None
+    paper_delta: float | None = None
+    paper_note: str | None = None
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     description: str
@@ -83,6 +127,8 @@ class Study:
     variants: dict[str, Variant]
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: tuple[str, ...] | None = None  # the gathered table's columns (None: the six bbox APs)
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
 
     def evaluations_for(self, variant: str, num_groups: int) -> list[Evaluation]:
         """The extra evaluations of ``variant`` (whose model has ``num_groups`` groups), in order."""
@@ -130,11 +176,55 @@ def _expect(cond: bool, msg: str) -> None:
         raise StudyError(msg)
 
 
+def _check_metric(metric: Any, where: str) -> str:
+    _expect(isinstance(metric, str) and bool(_METRIC.match(metric)),
+            f"{where}: metric {metric!r} must read <family>/<stat>, e.g. bbox/AP, segm/AP, 3d/NDS")
+    family = metric.split("/", 1)[0]
+    _expect(family in METRIC_FAMILIES,
+            f"{where}: metric {metric!r} has unknown family {family!r} (known: {', '.join(METRIC_FAMILIES)})")
+    return metric
+
+
+def _parse_comparisons(where: str, spec: Any, variants: dict[str, Variant]) -> dict[str, Comparison]:
+    _expect(isinstance(spec, dict), f"{where}: comparisons must be a mapping of names to {{a, b, metric}}")
+    out = {}
+    for cname, cspec in spec.items():
+        at = f"{where}: comparisons.{cname}"
+        _expect(isinstance(cname, str) and bool(_NAME.match(cname)),
+                f"{at}: name must be letters, digits, '_', '.', '+' or '-'")
+        _expect(isinstance(cspec, dict), f"{at}: must be a mapping with a, b, metric")
+        known = {"label", "a", "b", "metric", "paper"}
+        for key in cspec:
+            _expect(key in known, f"{at}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        missing = [k for k in ("a", "b", "metric") if k not in cspec]
+        _expect(not missing, f"{at}: missing {', '.join(missing)}")
+        for side in ("a", "b"):
+            _expect(isinstance(cspec[side], str) and cspec[side] in variants,
+                    f"{at}.{side}: unknown variant {cspec[side]!r}")
+        _expect(cspec["a"] != cspec["b"], f"{at}: a and b are the same variant {cspec['a']!r}")
+        metric = _check_metric(cspec["metric"], at)
+        paper = cspec.get("paper")
+        table = delta = note = None
+        if paper is not None:
+            _expect(isinstance(paper, dict) and "table" in paper and set(paper) <= {"table", "delta", "note"},
+                    f"{at}.paper: keys are table (required), delta, note")
+            table, delta, note = str(paper["table"]), paper.get("delta"), paper.get("note")
+            _expect(delta is None or (isinstance(delta, (int, float)) and not isinstance(delta, bool)),
+                    f"{at}.paper.delta must be a number (the paper's points, e.g. 1.5)")
+            delta = None if delta is None else float(delta)
+            note = None if note is None else str(note)
+        out[cname] = Comparison(name=cname, a=cspec["a"], b=cspec["b"], metric=metric,
+                                label=str(cspec.get("label", f"{cspec['b']} - {cspec['a']}")),
+                                paper_table=table, paper_delta=delta, paper_note=note)
+    return out
+
+
 def _parse_study(name: str, spec: Any) -> Study:
     where = f"study {name}"
     _expect(bool(_NAME.match(name)), f"{where}: name must be letters, digits, '_', '.', '+' or '-'")
     _expect(isinstance(spec, dict), f"{where}: must be a mapping")
-    known = {"description", "paper", "seeds", "overrides", "sweep", "variants", "evaluations", "figures"}
+    known = {"description", "paper", "seeds", "overrides", "sweep", "variants", "evaluations", "figures", "metrics",
+             "comparisons"}
     for key in spec:
         _expect(key in known, f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
     seeds = spec.get("seeds", [0])
@@ -180,17 +270,36 @@ def _parse_study(name: str, spec: Any) -> Study:
         _expect(groups is not None or bool(_NAME.match(ename)) and not re.match(r"^group\d+$", ename),
                 f"{where}: evaluations.{ename}: name must be a plain word other than group<g>")
 
+    metrics = spec.get("metrics")
+    if metrics is not None:
+        _expect(isinstance(metrics, list) and bool(metrics),
+                f"{where}: metrics must be a non-empty list, e.g. [bbox/AP]")
+        for m in metrics:
+            _check_metric(m, f"{where}: metrics")
+        _expect(len(set(metrics)) == len(metrics), f"{where}: metrics repeat")
+        metrics = tuple(metrics)
+    comparisons = _parse_comparisons(where, spec.get("comparisons") or {}, variants)
+
     figures = spec.get("figures") or {}
     _expect(isinstance(figures, dict), f"{where}: figures must be a mapping")
     for fname, fspec in figures.items():
         _expect(fname in FIGURES, f"{where}: unknown figure {fname!r} (known: {', '.join(FIGURES)})")
         fspec = fspec or {}
+        _expect(isinstance(fspec, dict) and set(fspec) <= _FIGURE_KEYS,
+                f"{where}: figures.{fname}: keys are {', '.join(sorted(_FIGURE_KEYS))}")
         figures[fname] = fspec
-        for v in list(fspec.get("variants", [])) + ([fspec["variant"]] if "variant" in fspec else []):
+        variants_drawn = fspec.get("variants", [])
+        _expect(isinstance(variants_drawn, list), f"{where}: figures.{fname}.variants must be a list")
+        for v in list(variants_drawn) + ([fspec["variant"]] if "variant" in fspec else []):
             _expect(v in variants, f"{where}: figures.{fname}: unknown variant {v!r}")
+        if "metric" in fspec:
+            _check_metric(fspec["metric"], f"{where}: figures.{fname}")
+    _expect("comparisons" not in figures or bool(comparisons),
+            f"{where}: figures.comparisons needs a comparisons entry in the study")
 
     return Study(name=name, description=str(spec.get("description", "")), paper=spec.get("paper"),
-                 seeds=tuple(seeds), variants=variants, evaluations=evaluations, figures=figures)
+                 seeds=tuple(seeds), variants=variants, evaluations=evaluations, figures=figures,
+                 metrics=metrics, comparisons=comparisons)
 
 
 def load_studies(path: str | Path, recipe: str | None = None, preset_overrides: list[str] | None = None) -> dict[str, Study]:

@@ -9,10 +9,10 @@ import pytest
 from groupdetr.cli import main as cli_main
 from groupdetr.reporting import study as S
 from groupdetr.reporting.notebooks import ENV, NotebookError, NotebookFailed, execute_notebook, paper_dir, results_root
-from study_fixtures import REPO, k_ap, make_study_runs, studies, table7_ap
+from study_fixtures import REPO, dn_ap, heads_ap, k_ap, make_study_runs, studies, table7_ap
 
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("table7", "ablation_K", "main_results")
+NAMES = ("table7", "ablation_K", "main_results", "table5_6", "fig8")
 
 
 def _paper(root):
@@ -24,13 +24,15 @@ def _paper(root):
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """results/ with the paper's CSVs and both studies gathered from fake runs (2 seeds)."""
+    """results/ with the paper's CSVs and every study gathered from fake runs (2 seeds)."""
     tmp = tmp_path_factory.mktemp("nb")
     root = _paper(tmp / "results")
     all_studies = studies()
     make_study_runs(tmp / "runs", all_studies["ablation_assignment"], [0, 1], ap_of=table7_ap)
     make_study_runs(tmp / "runs", all_studies["ablation_K"], [0, 1], ap_of=k_ap)
-    for name in ("ablation_assignment", "ablation_K"):
+    make_study_runs(tmp / "runs", all_studies["ablation_heads"], [0, 1], ap_of=heads_ap)
+    make_study_runs(tmp / "runs", all_studies["ablation_dn"], [0, 1], ap_of=dn_ap)
+    for name in ("ablation_assignment", "ablation_K", "ablation_heads", "ablation_dn"):
         S.gather(all_studies[name], tmp / "runs", root / name, seeds=[0, 1])
     return root
 
@@ -95,10 +97,32 @@ def test_ablation_k_notebook(executed):
 
 def test_main_results_notebook(executed):
     text = _text(executed["main_results"])
-    assert "gathered studies: ablation_K, ablation_assignment" in text
+    assert "gathered studies: ablation_K, ablation_assignment, ablation_dn, ablation_heads" in text
     assert "No COCO reproduction gathered yet" in text and "DINO-4scale" in text
     assert "ablation_assignment: group_detr - one_to_one" in text and "ablation_K: K11 - K1" in text
     assert "not COCO AP" in text and "+5.0 mAP" in text
+
+
+def test_table5_6_notebook(executed):
+    nb = executed["table5_6"]
+    text = _text(nb)
+    for paper_number in ("42.0", "45.0", "38.5", "39.7", "PETR v2", "Mask2Former"):
+        assert paper_number in text  # the paper's Tables 5 and 6
+    assert "sign matches the paper in 7 of 7 rows; significant on the paper's side in 5" in text  # 2 seeds
+    assert "embedded benchmark, not nuScenes/COCO" in text and "not COCO or nuScenes scores" in text
+    assert "| Row | Variant | n | bbox/AP | bbox/AP50 | segm/AP | segm/AP50 | 3d/mAP | 3d/NDS |" in text
+    assert "Instance segmentation: K=11 over K=1" in text and "3d/NDS" in text
+    assert _images(nb) == 1
+
+
+def test_fig8_notebook(executed):
+    nb = executed["fig8"]
+    text = _text(nb)
+    assert "DN on top of Group DETR (Fig. 8)" in text and "dab_dn_group" in text
+    assert "sign matches the paper in 5 of 5 rows; significant on the paper's side in 5" in text
+    assert "embedded benchmark, not nuScenes/COCO" in text and "not COCO or nuScenes scores" in text
+    assert "DAB-DETR + DN + Group DETR" in text
+    assert _images(nb) == 3
 
 
 def test_executed_copies_are_written_and_the_sources_stay_clean(executed, executed_dir):
@@ -118,6 +142,11 @@ def test_notebooks_say_when_nothing_is_gathered(tmp_path):
     assert "Study `ablation_K` not gathered yet" in texts["ablation_K"]
     assert "gathered studies: none yet" in texts["main_results"]
     assert "No embedded-benchmark study gathered yet" in texts["main_results"]
+    for name, study in (("table5_6", "ablation_heads"), ("fig8", "ablation_dn")):
+        assert f"Study `{study}` not gathered yet" in texts[name]
+        assert "sign matches" not in texts[name]  # nothing of ours to compare
+    assert "45.0" in texts["table5_6"] and "39.7" in texts["table5_6"]  # the paper's side still shows
+    assert "40.6" in texts["fig8"]
 
 
 def test_a_failing_cell_is_one_line_and_the_executed_copy_is_kept(tmp_path, capsys):

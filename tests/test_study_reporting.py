@@ -13,10 +13,13 @@ from scipy import stats as st
 from groupdetr.cli import main as cli_main
 from groupdetr.evaluation.coco import STAT_NAMES
 from groupdetr.reporting import study as S
-from groupdetr.reporting.paper import (TABLE7_VARIANTS, load_reported, main_results, main_results_comparison,
-                                       rank_agreement, reported_value, table7, table7_claims, table7_comparison)
-from groupdetr.studies import run_dir
-from study_fixtures import (EPOCHS, LOG_SCALARS, REPO, STUDIES, k_ap, make_study_runs, studies, table7_ap)
+from groupdetr.reporting.paper import (BENCHMARK, TABLE7_VARIANTS, effects_vs_paper, fig8, fig8_comparison,
+                                       heads_comparison, load_reported, main_results, main_results_comparison,
+                                       rank_agreement, reported_value, table5, table6, table7, table7_claims,
+                                       table7_comparison)
+from groupdetr.studies import StudyError, load_studies, run_dir
+from study_fixtures import (EPOCHS, LOG_SCALARS, REPO, STUDIES, dn_ap, heads_ap, k_ap, make_study_runs, map_3d, nds,
+                            segm_ap, studies, table7_ap)
 
 SEEDS = [0, 1, 2]
 
@@ -37,11 +40,33 @@ def kstudy(all_studies):
 
 
 @pytest.fixture(scope="module")
-def runs_root(tmp_path_factory, assignment, kstudy):
+def heads(all_studies):
+    return all_studies["ablation_heads"]
+
+
+@pytest.fixture(scope="module")
+def dnstudy(all_studies):
+    return all_studies["ablation_dn"]
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory, assignment, kstudy, heads, dnstudy):
     root = tmp_path_factory.mktemp("runs")
     make_study_runs(root, assignment, SEEDS, ap_of=table7_ap)
     make_study_runs(root, kstudy, [0, 1], ap_of=k_ap)
+    make_study_runs(root, heads, SEEDS, ap_of=heads_ap)
+    make_study_runs(root, dnstudy, SEEDS, ap_of=dn_ap)
     return root
+
+
+@pytest.fixture(scope="module")
+def hruns(heads, runs_root):
+    return S.collect(heads, runs_root)
+
+
+@pytest.fixture(scope="module")
+def druns(dnstudy, runs_root):
+    return S.collect(dnstudy, runs_root)
 
 
 @pytest.fixture(scope="module")
@@ -442,3 +467,304 @@ def test_main_results_comparison_only_reproduces_coco_runs(reported, aruns):
     assert row["n_baseline"] == 3 and row["ours_baseline_mAP"] == pytest.approx(o2o)
     assert row["ours_gain"] == pytest.approx(gd - o2o) and row["delta_group_detr"] == pytest.approx(gd - 37.6)
     assert reported_value(reported, "Fig4", "mAP_median_over_groups") == 37.5
+
+
+# --- studies with comparisons and per-head metrics (Tables 5-6, Fig. 8) ---------------------------------
+
+
+def test_new_studies_parse_and_resolve_against_a_recipe():
+    from groupdetr.config import load_config
+
+    s = load_studies(STUDIES, "cpu_study", [])
+    heads, dn = s["ablation_heads"], s["ablation_dn"]
+    assert list(heads.variants) == ["det2d_K1", "det2d_K11", "seg_K1", "seg_K11", "det3d_K1", "det3d_K11"]
+    assert list(dn.variants) == ["dab", "dab_dn", "dab_group", "dab_dn_group"]
+    assert heads.seeds == dn.seeds == (0, 1, 2)
+    cfg = load_config("cpu_study", list(heads.variants["seg_K11"].overrides))
+    assert (cfg.model.task, cfg.model.num_groups, cfg.matcher.assignment, cfg.model.self_attention) == (
+        "instance_segmentation", 11, "group", "separate")
+    assert load_config("cpu_study", list(heads.variants["det3d_K1"].overrides)).model.task == "detection_3d"
+    both = load_config("cpu_study", list(dn.variants["dab_dn_group"].overrides)).model
+    assert (both.decoder, both.num_groups, both.denoising.enabled, both.denoising.sharing) == (
+        "dab", 11, True, "per_group")
+    plain = load_config("cpu_study", list(dn.variants["dab"].overrides)).model
+    assert (plain.decoder, plain.num_groups, plain.denoising.enabled) == ("dab", 1, False)
+    assert {(c.a, c.b, c.metric) for c in heads.comparisons.values()} == {
+        ("det2d_K1", "det2d_K11", "bbox/AP"), ("seg_K1", "seg_K11", "segm/AP"), ("det3d_K1", "det3d_K11", "3d/NDS"),
+        ("det3d_K1", "det3d_K11", "3d/mAP")}
+    c = dn.comparisons["dn_on_groups"]
+    assert (c.a, c.b, c.metric, c.paper_table, c.paper_delta) == ("dab_group", "dab_dn_group", "bbox/AP", "Fig8", 1.5)
+    assert {"segm/AP", "3d/NDS", "3d/mAP", "bbox/AP"} <= set(heads.metrics) and dn.metrics is None
+    for old in ("ablation_K", "ablation_assignment"):  # the existing studies declare neither
+        assert s[old].comparisons == {} and s[old].metrics is None
+
+
+_BASE = """\
+s:
+  variants:
+    a: {overrides: {model.num_groups: 1}}
+    b: {overrides: {model.num_groups: 2}}
+"""
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("  comparisons:\n    c: {a: a, b: nope, metric: bbox/AP}\n", "study s: comparisons.c.b: unknown variant 'nope'"),
+    ("  comparisons:\n    c: {a: [a], b: b, metric: bbox/AP}\n", "study s: comparisons.c.a: unknown variant ['a']"),
+    ("  comparisons:\n    c: {a: a, b: b, metric: AP}\n",
+     "study s: comparisons.c: metric 'AP' must read <family>/<stat>"),
+    ("  comparisons:\n    c: {a: a, b: b, metric: box/AP}\n", "metric 'box/AP' has unknown family 'box'"),
+    ("  comparisons:\n    c: {a: a, b: a, metric: bbox/AP}\n", "study s: comparisons.c: a and b are the same variant"),
+    ("  comparisons:\n    c: {a: a, b: b}\n", "study s: comparisons.c: missing metric"),
+    ("  comparisons:\n    c: {a: a, b: b, metric: bbox/AP, sign: +}\n", "study s: comparisons.c: unknown key 'sign'"),
+    ("  comparisons:\n    c: {a: a, b: b, metric: bbox/AP, paper: {delta: 1.5}}\n",
+     "study s: comparisons.c.paper: keys are table (required), delta, note"),
+    ("  comparisons:\n    c: {a: a, b: b, metric: bbox/AP, paper: {table: Fig8, delta: plus}}\n",
+     "study s: comparisons.c.paper.delta must be a number"),
+    ("  comparisons: [a, b]\n", "study s: comparisons must be a mapping"),
+    ("  metrics: bbox/AP\n", "study s: metrics must be a non-empty list"),
+    ("  metrics: [bbox/AP, segm]\n", "study s: metrics: metric 'segm' must read"),
+    ("  metrics: [bbox/AP, bbox/AP]\n", "study s: metrics repeat"),
+    ("  figures:\n    comparisons: {}\n", "study s: figures.comparisons needs a comparisons entry"),
+    ("  figures:\n    variants: {metric: bbox-AP}\n", "study s: figures.variants: metric 'bbox-AP' must read"),
+    ("  figures:\n    variants: {colour: red}\n", "study s: figures.variants: keys are metric, variant, variants"),
+])
+def test_comparison_and_metric_errors_are_one_line(tmp_path, extra, message):
+    path = tmp_path / "studies.yaml"
+    path.write_text(_BASE + extra)
+    with pytest.raises(StudyError) as e:
+        load_studies(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    # negative control: a well-formed entry of every new key parses
+    path.write_text(_BASE + "  metrics: [bbox/AP, segm/APs, 3d/AP@0.5]\n  comparisons:\n"
+                    "    c: {a: a, b: b, metric: 3d/NDS, paper: {table: Table5, delta: 3}}\n"
+                    "  figures:\n    comparisons: {}\n    variants: {metric: segm/AP}\n")
+    c = load_studies(path)["s"].comparisons["c"]
+    assert (c.label, c.paper_delta, c.paper_note) == ("b - a", 3.0, None)
+
+
+def _welch(x, y):
+    """mean(y) - mean(x) with its Welch 95 % CI and dof, by hand."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    va, vb = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    dof = (va + vb) ** 2 / (va ** 2 / (len(x) - 1) + vb ** 2 / (len(y) - 1))
+    half = st.t.ppf(0.975, dof) * math.sqrt(va + vb)
+    d = y.mean() - x.mean()
+    return d, d - half, d + half, dof
+
+
+def test_comparisons_table_matches_a_hand_welch_computation(hruns, heads):
+    c = S.comparisons_table(hruns, heads.comparisons)
+    assert list(c.columns) == list(S.COMPARISON_COLUMNS)
+    c = c.set_index("comparison")
+    assert list(c.index) == ["det2d", "seg", "det3d_NDS", "det3d_mAP"]
+    of = {"det2d": (lambda ap: ap, "det2d"), "seg": (segm_ap, "seg"), "det3d_NDS": (nds, "det3d"),
+          "det3d_mAP": (map_3d, "det3d")}
+    for name, (value, head) in of.items():
+        x = [value(heads_ap(f"{head}_K1", s)) for s in SEEDS]
+        y = [value(heads_ap(f"{head}_K11", s)) for s in SEEDS]
+        d, lo, hi, dof = _welch(x, y)
+        row = c.loc[name]
+        assert row["diff"] == pytest.approx(d) and (row["low"], row["high"]) == pytest.approx((lo, hi))
+        assert row["dof"] == pytest.approx(dof) and row["mean_a"] == pytest.approx(np.mean(x))
+        assert row["n_a"] == row["n_b"] == 3 and row["significant"] and row["sign"] == 1
+        assert row["sign_match"] and row["confirms_paper"]
+    assert c.loc["seg", "dof"] < 4  # unequal seed noise: Welch, not the pooled 4 dof
+    assert c.loc["det3d_NDS", "diff"] == pytest.approx(5 / 8 * c.loc["det3d_mAP", "diff"])  # NDS = (5 mAP + ...) / 8
+    assert c.loc["seg", "paper_delta"] == pytest.approx(0.012) and c.loc["seg", "paper_table"] == "Table6"
+    assert "Mask2Former" in c.loc["seg", "paper_note"]
+    e = S.effect(hruns, "seg_K1", "seg_K11", "segm/AP")
+    assert c.loc["seg", "p_value"] == pytest.approx(e["p_value"])
+    assert S.as_points(c)["paper_delta"].tolist() == pytest.approx([5.0, 1.2, 3.0, 1.4])
+
+
+def test_sign_match_and_confirmation_follow_the_paper(tmp_path, heads):
+    from groupdetr.studies import Comparison
+
+    gathered = ["det2d_K1", "det2d_K11", "seg_K1", "seg_K11"]
+    make_study_runs(tmp_path, heads, SEEDS, variants=gathered,
+                    ap_of=lambda v, s: heads_ap(v, s) - (0.03 if v == "seg_K11" else 0.0))  # masks: K=11 below K=1
+    runs = S.collect(heads, tmp_path, variants=gathered)
+    c = S.comparisons_table(runs, heads.comparisons).set_index("comparison")
+    assert c.loc["seg", "sign"] == -1 and c.loc["seg", "significant"]
+    assert not c.loc["seg", "sign_match"] and not c.loc["seg", "confirms_paper"]
+    assert c.loc["det2d", "sign_match"] and c.loc["det2d", "confirms_paper"]
+    # a head not gathered keeps its row, without numbers
+    row = c.loc["det3d_NDS"]
+    assert row["n_a"] == row["n_b"] == 0 and math.isnan(row["diff"]) and not row["significant"]
+    assert pd.isna(row["sign"]) and pd.isna(row["sign_match"]) and pd.isna(row["confirms_paper"])
+    assert row["paper_delta"] == pytest.approx(0.03)
+    # one seed: the sign is known, a confirmation is not
+    one = S.comparisons_table(S.collect(heads, tmp_path, seeds=[0], variants=gathered), heads.comparisons)
+    one = one.set_index("comparison")
+    assert one.loc["det2d", "sign_match"] and pd.isna(one.loc["det2d", "confirms_paper"])
+    assert not one.loc["det2d", "significant"]
+    # no paper delta: nothing to match
+    t = S.comparisons_table(runs, [Comparison("x", "det2d_K1", "det2d_K11", "bbox/AP", "x")])
+    assert t.loc[0, "sign"] == 1 and pd.isna(t.loc[0, "sign_match"]) and pd.isna(t.loc[0, "confirms_paper"])
+    # a gathered variant without the metric is an error naming the comparison
+    with pytest.raises(S.GatherError, match="comparison y: no segm/AP of variant 'det2d_K1'"):
+        S.comparisons_table(runs, [Comparison("y", "det2d_K1", "seg_K1", "segm/AP", "y")])
+
+
+def test_provenance_names_task_decoder_and_denoising(hruns, druns, aruns, tmp_path, assignment, runs_root):
+    per = hruns.drop_duplicates("variant").set_index("variant")
+    assert per["task"].to_dict() == {"det2d_K1": "detection", "det2d_K11": "detection",
+                                     "seg_K1": "instance_segmentation", "seg_K11": "instance_segmentation",
+                                     "det3d_K1": "detection_3d", "det3d_K11": "detection_3d"}
+    final = hruns[hruns["evaluation"] == "final"]
+    metrics = final.groupby("variant")["metric"].agg(set)
+    assert "segm/AP" in metrics["seg_K11"] and "3d/NDS" in metrics["det3d_K1"] and "bbox/AP" in metrics["det3d_K1"]
+    assert not any(m.startswith(("segm/", "3d/")) for m in metrics["det2d_K1"])
+    d = druns.drop_duplicates("variant").set_index("variant")
+    assert d["detector"].to_dict() == {"dab": "DAB-DETR", "dab_dn": "DN-DETR", "dab_group": "DAB-DETR",
+                                       "dab_dn_group": "DN-DETR"}
+    assert d["denoising"].to_dict() == {"dab": "none", "dab_dn": "per_group", "dab_group": "none",
+                                        "dab_dn_group": "per_group"}
+    assert (d["decoder"] == "dab").all() and d["num_groups"].tolist() == [1, 1, 11, 11]
+    assert (set(aruns["detector"]), set(aruns["decoder"]), set(aruns["denoising"])) == ({"C-DETR"}, {"conditional"},
+                                                                                      {"none"})
+    # a run directory written before these switches existed reads as Conditional DETR without DN
+    import yaml
+
+    root = _copy_runs(runs_root, tmp_path, assignment.name)
+    path = run_dir(root, assignment.name, "group_detr", 0) / "config.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    for key in ("task", "decoder", "denoising"):
+        del cfg["model"][key]
+    path.write_text(yaml.safe_dump(cfg))
+    old = S.collect(assignment, root, seeds=[0], variants=["group_detr"]).iloc[0]
+    assert (old["task"], old["decoder"], old["denoising"], old["detector"]) == ("detection", "conditional", "none",
+                                                                                "C-DETR")
+
+
+def test_results_table_names_columns_by_family_when_families_mix(hruns):
+    s = S.summarize(hruns)
+    t = S.results_table(s, ["bbox/AP", "segm/AP", "3d/NDS"])
+    assert list(t.columns) == ["Row", "Variant", "n", "bbox/AP", "segm/AP", "3d/NDS"]
+    assert t.loc[("det2d_K1", "final"), "segm/AP"] == "–" and t.loc[("det2d_K1", "final"), "3d/NDS"] == "–"
+    r = s[(s["variant"] == "seg_K11") & (s["evaluation"] == "final") & (s["metric"] == "segm/AP")].iloc[0]
+    assert t.loc[("seg_K11", "final"), "segm/AP"] == f"{100 * r['mean']:.1f} ± {100 * r['ci95']:.1f}"
+    assert list(S.results_table(s, ["segm/AP", "segm/AP50"]).columns)[-2:] == ["AP", "AP50"]  # one family: short
+
+
+def test_gather_of_a_study_with_comparisons(tmp_path, heads, dnstudy, runs_root, hruns):
+    out = tmp_path / "ablation_heads"
+    names = {p.name for p in S.gather(heads, runs_root, out)}
+    assert names == {"runs.csv", "summary.csv", "effects.csv", "comparisons.csv", "table.md", "table.tex", "README.md",
+                     "comparisons.png", "variants.png"}
+    assert (out / "comparisons.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    c = S.read_comparisons(out)
+    pd.testing.assert_frame_equal(c, S.comparisons_table(hruns, heads.comparisons), check_dtype=False)
+    table = (out / "table.md").read_text()
+    header = "| Row | Variant | n | bbox/AP | bbox/AP50 | segm/AP | segm/AP50 | 3d/mAP | 3d/NDS |"
+    assert table.splitlines()[0] == header
+    readme = (out / "README.md").read_text()
+    seg = c.set_index("comparison").loc["seg"]
+    assert ("| Instance segmentation: K=11 over K=1 | segm/AP | "
+            f"{100 * seg['diff']:+.1f} | [{100 * seg['low']:+.1f}, {100 * seg['high']:+.1f}] | 3, 3 | yes | Table6 | "
+            "+1.2 | yes |") in readme
+    assert "## Comparisons the study reports" in readme and "Mask2Former R50 12 ep" in readme and table in readme
+    assert S.NOT_PAPER_DATA in readme and S.NOT_COCO not in readme and "## Effects over" not in readme
+    dn_out = tmp_path / "ablation_dn"
+    assert {p.name for p in S.gather(dnstudy, runs_root, dn_out)} >= {"comparisons.csv", "ap_vs_epoch.png",
+                                                                      "comparisons.png", "variants.png"}
+    assert "| DN on top of Group DETR | bbox/AP |" in (dn_out / "README.md").read_text()
+    # narrowed to one head: the other comparisons keep their rows, empty; the figure shows what there is
+    narrow = tmp_path / "narrow"
+    S.gather(heads, runs_root, narrow, variants=["seg_K1", "seg_K11"])
+    nc = S.read_comparisons(narrow).set_index("comparison")
+    assert nc.loc["seg", "n_a"] == 3 and nc.loc["det2d", "n_a"] == 0 and pd.isna(nc.loc["det2d", "sign_match"])
+    assert (narrow / "comparisons.png").is_file()
+    nothing = tmp_path / "nothing"
+    S.gather(heads, runs_root, nothing, variants=["seg_K1", "det2d_K1"])
+    assert "figure comparisons not drawn: no comparison has both of its variants gathered" in (
+        nothing / "README.md").read_text()
+
+
+def test_read_comparisons_says_why_it_has_none(tmp_path, assignment, runs_root):
+    with pytest.raises(S.GatherError, match="not been gathered yet"):
+        S.read_comparisons(tmp_path / "ablation_heads")
+    S.gather(assignment, runs_root, tmp_path / "a", seeds=[0])
+    with pytest.raises(S.GatherError, match="declares no comparisons"):
+        S.read_comparisons(tmp_path / "a")
+
+
+def test_comparisons_figure_renders(hruns, heads):
+    c = S.comparisons_table(hruns, heads.comparisons)
+    fig = S.plot_comparisons(c, "synth")
+    assert _is_png(fig)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels[1] == "Instance segmentation: K=11 over K=1\n(segm/AP)" and len(labels) == 4
+    with pytest.raises(S.GatherError):
+        S.plot_comparisons(c.iloc[:0])
+
+
+# --- the paper's Tables 5-6 and Fig. 8 beside ours --------------------------------------------------
+
+
+def test_table5_table6_fig8_from_the_transcription(reported):
+    t5 = table5(reported)
+    assert t5[["detector", "metric", "baseline", "group_detr", "gain"]].values.tolist() == [
+        ["PETR", "NDS", 42.0, 45.0, 3.0], ["PETR", "mAP", 37.4, 38.8, 1.4],
+        ["PETR v2", "NDS", 50.3, 51.3, 1.0], ["PETR v2", "mAP", 40.7, 41.9, 1.2]]
+    assert (t5["backbone"] == "VoVNetV2").all() and (t5["epochs"] == 24).all()
+    t6 = table6(reported)
+    assert t6[["epochs", "metric", "baseline", "group_detr", "gain"]].values.tolist() == [
+        [12, "mask mAP", 38.5, 39.7, 1.2], [50, "mask mAP", 43.7, 44.0, 0.3]]
+    assert len(table6(reported, ("mask mAP", "mask APs"))) == 4
+    f8 = fig8(reported)
+    assert f8[["a", "b", "paper_a", "paper_b", "paper_delta"]].values.tolist() == [
+        ["dab", "dab_dn", 35.2, 38.6, 3.4], ["dab", "dab_group", 35.2, 39.1, 3.9],
+        ["dab_group", "dab_dn_group", 39.1, 40.6, 1.5], ["dab_dn", "dab_dn_group", 38.6, 40.6, 2.0],
+        ["dab", "dab_dn_group", 35.2, 40.6, 5.4]]
+    stated = f8.dropna(subset=["stated"])  # the text's +1.5 on Fig. 8 is Table 3's DN-DETR - DAB-DETR with groups
+    assert len(stated) == 1 and stated["stated"].item() == stated["paper_delta"].item() == 1.5
+    with pytest.raises(ValueError, match="no rows of table 'Table6'"):
+        table6(reported.assign(table=reported["table"].replace("Table6", "Table9")))
+
+
+def test_the_studies_paper_deltas_are_the_transcriptions(reported, heads, dnstudy):
+    """studies.yaml states each comparison's paper delta; it must be what reported.csv gives."""
+    h = heads_comparison(reported, None)
+    for c in heads.comparisons.values():
+        rows = h[(h["a"] == c.a) & (h["b"] == c.b) & (h["metric"] == c.metric)]
+        assert c.paper_table == rows["table"].iloc[0] and c.paper_delta == rows["paper_delta"].iloc[0], c.name
+    f = fig8(reported).set_index(["a", "b"])
+    for c in dnstudy.comparisons.values():
+        row = f.loc[(c.a, c.b)]
+        assert c.paper_delta == row["paper_delta"], c.name
+        assert c.paper_table == ("Fig8" if np.isfinite(row["stated"]) else "Table3"), c.name
+
+
+def test_heads_comparison_puts_our_effect_beside_each_paper_row(reported, hruns):
+    h = heads_comparison(reported, hruns)
+    assert h["table"].tolist() == ["Table3", "Table5", "Table5", "Table5", "Table5", "Table6", "Table6"]
+    assert h["paper_model"].tolist()[:2] == ["C-DETR (ResNet-50, 12 ep)", "PETR (VoVNetV2, 24 ep)"]
+    assert (h["benchmark"] == BENCHMARK).all() and "not nuScenes/COCO" in BENCHMARK
+    petr_nds = h.iloc[1]
+    e = S.effect(hruns, "det3d_K1", "det3d_K11", "3d/NDS")
+    assert (petr_nds["paper_metric"], petr_nds["metric"], petr_nds["paper_delta"]) == ("NDS", "3d/NDS", 3.0)
+    assert (petr_nds["ours_delta"], petr_nds["ours_low"], petr_nds["ours_high"]) == pytest.approx(
+        (100 * e["diff"], 100 * e["low"], 100 * e["high"]))
+    assert h["sign_match"].tolist() == [True] * 7 and h["confirms_paper"].tolist() == [True] * 7
+    assert h.iloc[5]["ours_delta"] == h.iloc[6]["ours_delta"]  # 12 and 50 ep rows: our one mask comparison
+    none = heads_comparison(reported, None)
+    assert (none["n_a"] == 0).all() and none["ours_delta"].isna().all() and none["sign_match"].isna().all()
+    assert none["paper_delta"].tolist() == [5.0, 3.0, 1.4, 1.0, 1.2, 1.2, 0.3]
+
+
+def test_fig8_comparison_flags_an_effect_of_the_other_sign(tmp_path, reported, dnstudy, druns):
+    ok = fig8_comparison(reported, druns)
+    assert ok["confirms_paper"].tolist() == [True] * 5
+    row = ok.iloc[2]
+    e = S.effect(druns, "dab_group", "dab_dn_group")
+    assert row["ours_delta"] == pytest.approx(100 * e["diff"]) and row["stated"] == 1.5
+    flipped = dict(zip(["dab", "dab_dn", "dab_group", "dab_dn_group"], [0.352, 0.386, 0.391, 0.371]))
+    make_study_runs(tmp_path, dnstudy, SEEDS, ap_of=lambda v, s: flipped[v] + 0.002 * s)  # DN hurts with groups
+    runs = S.collect(dnstudy, tmp_path)
+    bad = fig8_comparison(reported, runs)
+    # DN on top of groups and groups on top of DN now go against the paper; the other three still agree
+    assert bad["sign_match"].tolist() == [True, True, False, False, True]
+    assert bad["confirms_paper"].tolist() == [True, True, False, False, True]
+    one = effects_vs_paper(fig8(reported).assign(metric="bbox/AP"), S.collect(dnstudy, tmp_path, seeds=[0]))
+    assert one["sign_match"].notna().all() and one["confirms_paper"].isna().all()

@@ -7,10 +7,12 @@ its long table, so notebooks can rebuild any table or figure from ``runs.csv`` a
 
 - :func:`collect`: one row per (variant, seed, evaluation, epoch, metric) with provenance columns.
 - :func:`summarize`: mean and Student-t 95 % CI over seeds; :func:`effect`: Welch 95 % CI of a
-  difference; :func:`effects_table`, :func:`flattening_point`, :func:`per_group_summary`.
+  difference; :func:`effects_table`, :func:`comparisons_table` (a study's declared comparisons beside the
+  paper's deltas), :func:`flattening_point`, :func:`per_group_summary`.
 - :func:`results_table`, :func:`to_markdown`, :func:`to_latex`: the paper-style table (AP x 100).
 - ``plot_*``: matplotlib figures (object API, no pyplot state; PNG via Agg).
-- :func:`gather`: all of the above written atomically into one folder; :func:`read_gathered`.
+- :func:`gather`: all of the above written atomically into one folder; :func:`read_gathered`,
+  :func:`read_comparisons`.
 
 This module imports neither torch nor the model: notebooks that read gathered results stay light.
 """
@@ -23,7 +25,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,19 +39,22 @@ from groupdetr.reporting import GatherError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from groupdetr.studies import Study
+    from groupdetr.studies import Comparison, Study
 
 __all__ = [
     "GatherError",
     "PROVENANCE",
     "COLUMNS",
+    "COMPARISON_COLUMNS",
     "TABLE_METRICS",
     "NOT_COCO",
+    "NOT_PAPER_DATA",
     "collect",
     "mean_ci",
     "summarize",
     "effect",
     "effects_table",
+    "comparisons_table",
     "flattening_point",
     "per_group_summary",
     "as_points",
@@ -61,8 +66,10 @@ __all__ = [
     "plot_per_group",
     "plot_instability",
     "plot_variants",
+    "plot_comparisons",
     "gather",
     "read_gathered",
+    "read_comparisons",
     "find_gathered",
     "read_all_gathered",
 ]
@@ -73,17 +80,27 @@ _CONFIG, _MANIFEST, _LOG, _METRICS, _EVAL_DIR = "config.yaml", "manifest.json", 
 #: provenance columns on every row of :func:`collect`, in order.
 PROVENANCE = ("study", "variant", "label", "paper_row", "seed", "run_dir", "config_hash", "git_commit", "git_dirty",
               "recipe", "dataset", "detector", "backbone", "num_groups", "num_queries", "assignment",
-              "self_attention", "eval_group", "nms_iou", "epochs", "device", "world_size", "groupdetr_version")
+              "self_attention", "task", "decoder", "denoising", "eval_group", "nms_iou", "epochs", "device",
+              "world_size", "groupdetr_version")
 #: every column of :func:`collect`.
 COLUMNS = PROVENANCE + ("evaluation", "epoch", "metric", "value")
 #: metrics of the paper-style table (paper Tables 3, 7: AP, AP50, AP75, APs, APm, APl).
 TABLE_METRICS = ("bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl")
+#: columns of :func:`comparisons_table` (``comparisons.csv``), in order.
+COMPARISON_COLUMNS = ("comparison", "label", "a", "b", "metric", "n_a", "n_b", "mean_a", "mean_b", "diff", "low",
+                      "high", "dof", "p_value", "significant", "sign", "paper_table", "paper_delta", "paper_note",
+                      "sign_match", "confirms_paper")
 #: the warning every result on the embedded benchmark carries.
 NOT_COCO = ("AP on the embedded benchmark is not COCO AP: compare effects between variants, "
             "not absolute values (and not with the paper's numbers).")
+#: the same warning for studies of other heads or with the paper's deltas beside ours (Tables 5-6, Fig. 8).
+NOT_PAPER_DATA = ("Scores on the embedded benchmark are not COCO or nuScenes scores: compare the signs of effects "
+                  "with the paper's deltas, not their sizes or absolute values.")
 
 _GROUP_EVAL = re.compile(r"^group(\d+)$")
 _BACKBONE_NAMES = {"resnet50": "ResNet-50"}
+# Decoder family -> the detector's name in the paper's tables (DN-DETR = DAB-DETR + denoising queries).
+_DETECTOR_NAMES = {"conditional": "C-DETR", "dab": "DAB-DETR"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,20 +177,38 @@ def _check_overrides(cfg: dict, overrides: Sequence[str], path: Path) -> None:
                               f"this run directory holds another variant")
 
 
+def _detector(model: dict) -> str:
+    """The detector as the paper's tables name it (C-DETR, DAB-DETR, DN-DETR; -DC5 = dilated last stage).
+    Configs written before the decoder and denoising switches existed are Conditional DETR without DN."""
+    decoder = model.get("decoder", "conditional")
+    name = _DETECTOR_NAMES.get(decoder, decoder)
+    if decoder == "dab" and (model.get("denoising") or {}).get("enabled"):
+        name = "DN-DETR"
+    return name + ("-DC5" if (model.get("backbone") or {}).get("dilation") else "")
+
+
+def _denoising(model: dict) -> str:
+    """``none``, or the denoising queries' sharing (``per_group``, ``shared``)."""
+    dn = model.get("denoising") or {}
+    return str(dn.get("sharing", "per_group")) if dn.get("enabled") else "none"
+
+
 def _provenance(study: Study, variant, seed: int, run: Path, cfg: dict, manifest: dict) -> dict:
     cfg_path = run / _CONFIG
     backbone = _get(cfg, "model.backbone.name", cfg_path)
+    model = cfg.get("model") or {}
     return {
         "study": study.name, "variant": variant.name, "label": variant.label, "paper_row": variant.paper_row,
         "seed": seed, "run_dir": str(run), "config_hash": manifest.get("config_hash"),
         "git_commit": manifest.get("git_commit"), "git_dirty": manifest.get("git_dirty"),
         "recipe": _get(cfg, "name", cfg_path), "dataset": _get(cfg, "data.dataset", cfg_path),
-        # One detector core (Conditional DETR); DC5 = dilated last backbone stage, as in the paper's tables.
-        "detector": "C-DETR-DC5" if cfg.get("model", {}).get("backbone", {}).get("dilation") else "C-DETR",
+        "detector": _detector(model),
         "backbone": _BACKBONE_NAMES.get(backbone, backbone),
         "num_groups": _get(cfg, "model.num_groups", cfg_path), "num_queries": _get(cfg, "model.num_queries", cfg_path),
         "assignment": _get(cfg, "matcher.assignment", cfg_path),
         "self_attention": _get(cfg, "model.self_attention", cfg_path),
+        "task": model.get("task", "detection"), "decoder": model.get("decoder", "conditional"),
+        "denoising": _denoising(model),
         "eval_group": _get(cfg, "model.eval_group", cfg_path), "nms_iou": _get(cfg, "postprocess.nms_iou", cfg_path),
         "epochs": _get(cfg, "optim.epochs", cfg_path), "device": manifest.get("device"),
         "world_size": manifest.get("world_size"),
@@ -400,6 +435,57 @@ def effects_table(runs: pd.DataFrame, baseline: str | None = None, metric: str =
     return pd.DataFrame(rows)
 
 
+def comparisons_table(runs: pd.DataFrame, comparisons: Mapping[str, Comparison] | Iterable[Comparison]) -> pd.DataFrame:
+    """A study's declared comparisons (``comparisons:`` of its YAML entry) on its gathered runs, one row each
+    in declaration order, with the columns :data:`COMPARISON_COLUMNS`:
+
+    - ``diff`` = mean(``b``) - mean(``a``) of the final ``metric`` over seeds, with ``low``/``high`` of
+      its Welch 95 % CI, ``dof``, ``p_value``, ``significant`` (the CI excludes 0) as :func:`effect`;
+      ``sign`` (+1, 0, -1) of ``diff``;
+    - ``paper_delta``: the paper's reported delta in the *same units as* ``diff`` (the YAML's points / 100,
+      so :func:`as_points` turns both into points), ``paper_table``, ``paper_note``;
+    - ``sign_match``: ``sign`` equals the sign of ``paper_delta`` (NA without a paper delta or a difference);
+    - ``confirms_paper``: significant *and* on the paper's side (NA when a side has fewer than two seeds
+      or the paper gives no delta).
+
+    A comparison whose variant was not gathered (a narrowed study) keeps its row, with n 0 and NaN.
+
+    Raises:
+        GatherError: a gathered variant has no ``metric`` at all (one line naming the comparison).
+    """
+    comps = list(comparisons.values()) if isinstance(comparisons, Mapping) else list(comparisons)
+    present = set(runs["variant"])
+    final = runs[runs["evaluation"] == "final"]
+    rows = []
+    for c in comps:
+        row: dict[str, Any] = {"comparison": c.name, "label": c.label, "a": c.a, "b": c.b, "metric": c.metric}
+        try:
+            if {c.a, c.b} <= present:
+                e = effect(runs, c.a, c.b, c.metric)
+                row.update({k: e[k] for k in ("n_a", "n_b", "mean_a", "mean_b", "diff", "low", "high", "dof",
+                                              "p_value", "significant")})
+            else:
+                sides = {}
+                for side, v in (("a", c.a), ("b", c.b)):
+                    x = _values(final, v, c.metric, "final") if v in present else np.array([])
+                    sides[f"n_{side}"], sides[f"mean_{side}"] = len(x), (float(x.mean()) if len(x) else math.nan)
+                row.update(sides, diff=math.nan, low=math.nan, high=math.nan, dof=math.nan, p_value=math.nan,
+                           significant=False)
+        except GatherError as err:
+            raise GatherError(f"comparison {c.name}: {err}") from None
+        diff = row["diff"]
+        paper = math.nan if c.paper_delta is None else c.paper_delta / 100
+        sign = int(np.sign(diff)) if np.isfinite(diff) else pd.NA
+        match = bool(sign == np.sign(paper)) if np.isfinite(diff) and np.isfinite(paper) else pd.NA
+        known = row["n_a"] > 1 and row["n_b"] > 1 and np.isfinite(paper)
+        row.update(sign=sign, paper_table=c.paper_table, paper_delta=paper, paper_note=c.paper_note, sign_match=match,
+                   confirms_paper=bool(row["significant"] and match) if known else pd.NA)
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    return out.astype({"n_a": int, "n_b": int, "significant": bool, "sign": "Int64", "sign_match": "boolean",
+                       "confirms_paper": "boolean"})
+
+
 def flattening_point(runs: pd.DataFrame, metric: str = "bbox/AP", evaluation: str = "final") -> dict[str, Any]:
     """Where the AP-vs-K curve flattens: the smallest K from which no larger K is significantly
     below the best K (Welch 95 % CI of the difference to the best excludes 0 from below).
@@ -465,7 +551,8 @@ def _cell(mean: float, half: float) -> str:
 
 
 #: columns of this module's tables that hold AP-like values in [0, 1] (or differences of them).
-_SCORE_COLUMNS = ("mean", "std", "sem", "ci95", "low", "high", "diff", "diff_to_best", "mean_a", "mean_b")
+_SCORE_COLUMNS = ("mean", "std", "sem", "ci95", "low", "high", "diff", "diff_to_best", "mean_a", "mean_b",
+                  "paper_delta")
 
 
 def as_points(table: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -477,14 +564,23 @@ def as_points(table: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.D
     return out
 
 
+def _metric_columns(metrics: Sequence[str]) -> list[str]:
+    """Column names of ``metrics``: the stat alone (``AP``) when all share one family, else the full key
+    (``bbox/AP``, ``segm/AP``, ``3d/NDS``), so two families' ``AP`` never collide."""
+    families = {m.split("/", 1)[0] for m in metrics}
+    return [_short(m) if len(families) == 1 else m for m in metrics]
+
+
 def results_table(summary: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
                   evaluations: Sequence[str] | None = None) -> pd.DataFrame:
-    """Paper-style table: one row per (variant, evaluation) with "mean ± ci" in AP points (x 100,
-    one decimal; the CI half-width, or the mean alone with one seed; "–" where undefined).
+    """Paper-style table: one row per (variant, evaluation) with "mean ± ci" in points (x 100,
+    one decimal; the CI half-width, or the mean alone with one seed; "–" where undefined, e.g. a
+    variant without that metric).
 
     Columns: ``Row`` (paper row), ``Variant`` (label, "+ <evaluation>" for extra evaluations),
-    ``n`` (seeds), then one per metric (``AP``, ``AP50`` ...). Index: (variant, evaluation).
-    ``evaluations`` keeps only those evaluations (default: all).
+    ``n`` (seeds), then one per metric (``AP``, ``AP50`` ...; the full key, e.g. ``segm/AP``, when
+    ``metrics`` span several families). Index: (variant, evaluation). ``evaluations`` keeps only
+    those evaluations (default: all).
     """
     s = summary if evaluations is None else summary[summary["evaluation"].isin(evaluations)]
     rows, index = [], []
@@ -493,11 +589,11 @@ def results_table(summary: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
         first = g.iloc[0]
         row = {"Row": "" if pd.isna(first["paper_row"]) else str(first["paper_row"]),
                "Variant": _row_label(str(first["label"]), evaluation), "n": int(g["n"].max())}
-        for m in metrics:
-            row[_short(m)] = (_cell(by_metric.at[m, "mean"], by_metric.at[m, "ci95"]) if m in by_metric.index else "–")
+        for m, col in zip(metrics, _metric_columns(metrics)):
+            row[col] = (_cell(by_metric.at[m, "mean"], by_metric.at[m, "ci95"]) if m in by_metric.index else "–")
         rows.append(row)
         index.append((variant, evaluation))
-    cols = ["Row", "Variant", "n", *(_short(m) for m in metrics)]
+    cols = ["Row", "Variant", "n", *_metric_columns(metrics)]
     if not any(r["Row"] for r in rows):  # a study without paper rows (a sweep): no empty column
         cols.remove("Row")
     return pd.DataFrame(rows, columns=cols, index=pd.MultiIndex.from_tuples(index, names=["variant", "evaluation"])
@@ -691,23 +787,56 @@ def plot_variants(runs: pd.DataFrame, metric: str = "bbox/AP", evaluations: Sequ
     return fig
 
 
-def _draw(kind: str, spec: dict, runs: pd.DataFrame) -> Figure | str:
+def plot_comparisons(table: pd.DataFrame, dataset: str | None = None) -> Figure:
+    """A study's comparisons (:func:`comparisons_table`): our difference b - a (x 100) with its Welch 95 % CI
+    beside the paper's reported delta (diamond), one pair per comparison. The paper's numbers come from
+    COCO / nuScenes, ours from ``dataset``: compare signs, not sizes."""
+    _need(table, "comparisons")
+    fig = _figure(max(5.0, 1.1 * len(table) + 1.5), 3.8)
+    ax = fig.add_subplot()
+    ours_label, paper_label = "ours: mean ± 95 % CI (Welch)", "paper (COCO / nuScenes)"
+    for i, r in enumerate(table.itertuples(index=False)):
+        if np.isfinite(r.diff):
+            err = [[100 * (r.diff - r.low)], [100 * (r.high - r.diff)]] if np.isfinite(r.low) else None
+            ax.errorbar(i - 0.12, 100 * r.diff, yerr=err, fmt="o", color=_color(0), capsize=4, label=ours_label)
+            ours_label = None
+        if np.isfinite(r.paper_delta):
+            ax.scatter(i + 0.12, 100 * r.paper_delta, marker="D", color=_color(1), zorder=3, label=paper_label)
+            paper_label = None
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(table)), [f"{r.label}\n({r.metric})" for r in table.itertuples(index=False)],
+                  rotation=20, ha="right", fontsize=7)
+    ax.set_ylabel("difference b - a, x 100")
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(f"Effects: ours ({dataset or 'gathered runs'}) beside the paper's reported deltas", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _draw(kind: str, spec: dict, runs: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> Figure | str:
     """The figure ``kind`` of a study's ``figures`` entry, or a reason why it cannot be drawn."""
     present = set(runs["variant"])
+    metric = spec.get("metric", "bbox/AP")
     if kind == "ap_vs_k":
-        return plot_ap_vs_k(runs)
+        return plot_ap_vs_k(runs, metric)
     if kind == "variants":
-        return plot_variants(runs)
+        return plot_variants(runs, metric)
+    if kind == "comparisons":
+        if comparisons is None or not np.isfinite(comparisons["diff"].to_numpy(dtype=float)).any():
+            return "no comparison has both of its variants gathered"
+        return plot_comparisons(comparisons, _dataset_note(runs))
     if kind == "per_group_ap":
         variant = spec.get("variant") or next(iter(dict.fromkeys(runs["variant"])))
         if variant not in present:
             return f"variant {variant} not gathered"
-        return plot_per_group(runs, variant)
+        return plot_per_group(runs, variant, metric)
     if kind in ("ap_vs_epoch", "instability"):
         variants = [v for v in spec.get("variants", list(dict.fromkeys(runs["variant"]))) if v in present]
         if not variants:
             return f"none of {', '.join(spec['variants'])} gathered"
-        return (plot_ap_vs_epoch if kind == "ap_vs_epoch" else plot_instability)(runs, variants)
+        if kind == "instability":
+            return plot_instability(runs, variants)
+        return plot_ap_vs_epoch(runs, variants, metric)
     raise GatherError(f"unknown figure kind {kind!r}")
 
 
@@ -731,8 +860,31 @@ def _commits(runs: pd.DataFrame) -> list[str]:
     return out
 
 
+def _signed(x: float) -> str:
+    return f"{100 * x:+.1f}" if np.isfinite(x) else "–"
+
+
+def _comparisons_markdown(table: pd.DataFrame) -> str:
+    def ci(lo, hi):
+        return f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" if np.isfinite(lo) else "–"
+
+    def yes_no(v):
+        return "–" if pd.isna(v) else ("yes" if v else "no")
+
+    shown = pd.DataFrame({
+        "Comparison": table["label"], "Metric": table["metric"], "Ours (b - a)": [_signed(d) for d in table["diff"]],
+        "95 % CI": [ci(lo, hi) for lo, hi in zip(table["low"], table["high"])],
+        "n": [f"{a}, {b}" for a, b in zip(table["n_a"], table["n_b"])],
+        "Significant": ["yes" if sig else ("–" if not np.isfinite(d) else "no")
+                        for sig, d in zip(table["significant"], table["diff"])],
+        "Paper": table["paper_table"].fillna("–"), "Paper Δ": [_signed(d) for d in table["paper_delta"]],
+        "Same sign": [yes_no(v) for v in table["sign_match"]]})
+    return to_markdown(shown)
+
+
 def _readme(study: Study, runs: pd.DataFrame, table: pd.DataFrame, effects: pd.DataFrame, runs_root: Path,
-            files: list[str], skipped: dict[str, str], command: Sequence[str] | None) -> str:
+            files: list[str], skipped: dict[str, str], command: Sequence[str] | None,
+            comparisons: pd.DataFrame | None = None) -> str:
     per_run = runs.drop_duplicates("run_dir")
     seeds = sorted(per_run["seed"].unique().tolist())
     variants = list(dict.fromkeys(per_run["variant"]))
@@ -757,12 +909,22 @@ def _readme(study: Study, runs: pd.DataFrame, table: pd.DataFrame, effects: pd.D
         "",
         "## Results",
         "",
-        "Mean ± 95 % CI half-width over seeds (Student t, n - 1 dof), AP x 100.",
+        "Mean ± 95 % CI half-width over seeds (Student t, n - 1 dof), "
+        + ("AP x 100." if study.metrics is None else "scores x 100 (– : the variant has no such metric)."),
         "",
         to_markdown(table).rstrip("\n"),
         "",
     ]
-    if not effects.empty:
+    if comparisons is not None:
+        lines += ["## Comparisons the study reports", "",
+                  "Ours: mean(b) - mean(a) of the final metric over seeds, x 100, with a Welch 95 % CI; significant = "
+                  "the CI excludes 0. Paper Δ: the paper's reported difference (COCO / nuScenes, the paper's "
+                  "detectors): compare the sign, not the size.", "",
+                  _comparisons_markdown(comparisons).rstrip("\n"), ""]
+        notes = [f"- `{r.comparison}` ({r.label}): {r.b} - {r.a}; paper {r.paper_table}: {r.paper_note}"
+                 for r in comparisons.itertuples(index=False) if isinstance(r.paper_note, str)]
+        lines += [*notes, ""] if notes else []
+    elif not effects.empty:
         base = effects["baseline"].iloc[0]
         lines += [f"## Effects over {_labels(runs).get(base, base)} ({effects['metric'].iloc[0]} x 100)", "",
                   "Difference of means with a Welch 95 % CI; significant = the CI excludes 0.", ""]
@@ -776,13 +938,16 @@ def _readme(study: Study, runs: pd.DataFrame, table: pd.DataFrame, effects: pd.D
     lines += ["## Files", "",
               "- `runs.csv`: long table, one row per (variant, seed, evaluation, epoch, metric), with provenance",
               "- `summary.csv`: n, mean, std, sem, 95 % CI per (variant, evaluation, metric)",
-              "- `effects.csv`: effects over the baseline, Welch 95 % CI",
-              "- `table.md`, `table.tex`: the table above"]
+              "- `effects.csv`: effects over the baseline, Welch 95 % CI"]
+    if comparisons is not None:
+        lines += ["- `comparisons.csv`: the comparisons above (differences as fractions, x 100 = points; "
+                  "paper_delta likewise), sign, sign_match, confirms_paper"]
+    lines += ["- `table.md`, `table.tex`: the results table above"]
     lines += [f"- `{f}`: figure {f[:-4]}" for f in files if f.endswith(".png")]
     lines += [f"- figure {k} not drawn: {why}" for k, why in skipped.items()]
     lines += ["", "Read them in a notebook with `groupdetr.reporting.study.read_gathered`.", ""]
     if datasets - {"coco"}:
-        lines += [f"**{NOT_COCO}**", ""]
+        lines += [f"**{NOT_COCO if study.metrics is None and comparisons is None else NOT_PAPER_DATA}**", ""]
     else:
         lines += ["AP is COCO val2017 bbox AP.", ""]
     return "\n".join(lines)
@@ -812,8 +977,10 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
 
 def gather(study: Study, runs_root: str | Path, out_dir: str | Path, seeds: Sequence[int] | None = None,
            variants: Sequence[str] | None = None, command: Sequence[str] | None = None) -> list[Path]:
-    """Gather ``study`` into ``out_dir``: ``runs.csv``, ``summary.csv``, ``effects.csv``, ``table.md``,
-    ``table.tex``, one PNG per entry of ``study.figures`` (``<kind>.png``) and ``README.md``.
+    """Gather ``study`` into ``out_dir``: ``runs.csv``, ``summary.csv``, ``effects.csv``, ``comparisons.csv``
+    (studies that declare ``comparisons``, :func:`comparisons_table`), ``table.md``, ``table.tex`` (columns:
+    ``study.metrics``, default :data:`TABLE_METRICS`), one PNG per entry of ``study.figures``
+    (``<kind>.png``) and ``README.md``.
 
     Everything is built in a temporary sibling folder and renamed onto ``out_dir`` at the end, so
     ``out_dir`` is either untouched (any error) or complete; it may exist (empty, or an earlier
@@ -825,8 +992,9 @@ def gather(study: Study, runs_root: str | Path, out_dir: str | Path, seeds: Sequ
     runs_root, out_dir = Path(runs_root), Path(out_dir)
     runs = collect(study, runs_root, seeds, variants)
     summary = summarize(runs)
-    table = results_table(summary)
+    table = results_table(summary, study.metrics or TABLE_METRICS)
     effects = effects_table(runs)
+    comparisons = comparisons_table(runs, study.comparisons) if study.comparisons else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
@@ -834,17 +1002,20 @@ def gather(study: Study, runs_root: str | Path, out_dir: str | Path, seeds: Sequ
             "runs.csv": runs.to_csv(index=False, lineterminator="\n").encode(),
             "summary.csv": summary.to_csv(index=False, lineterminator="\n").encode(),
             "effects.csv": effects.to_csv(index=False, lineterminator="\n").encode(),
+            **({"comparisons.csv": comparisons.to_csv(index=False, lineterminator="\n").encode()}
+               if comparisons is not None else {}),
             "table.md": to_markdown(table).encode(),
             "table.tex": to_latex(table).encode(),
         }
         skipped: dict[str, str] = {}
         for kind, spec in study.figures.items():
-            fig = _draw(kind, spec or {}, runs)
+            fig = _draw(kind, spec or {}, runs, comparisons)
             if isinstance(fig, str):
                 skipped[kind] = fig
             else:
                 files[f"{kind}.png"] = _png(fig)
-        files["README.md"] = _readme(study, runs, table, effects, runs_root, list(files), skipped, command).encode()
+        files["README.md"] = _readme(study, runs, table, effects, runs_root, list(files), skipped, command,
+                                     comparisons).encode()
         from groupdetr.engine.rundir import atomic_write_bytes  # fsynced: the swapped-in folder is durable
 
         for name, data in files.items():
@@ -874,6 +1045,23 @@ def read_gathered(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                                                    "config_hash": "string"})
     summary = pd.read_csv(out_dir / "summary.csv", dtype=text)
     return runs, summary
+
+
+def read_comparisons(out_dir: str | Path) -> pd.DataFrame:
+    """``comparisons.csv`` of a folder written by :func:`gather` (columns :data:`COMPARISON_COLUMNS`).
+
+    Raises:
+        GatherError: the study is not gathered, or declares no comparisons (one line).
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / "comparisons.csv"
+    if not path.is_file():
+        why = ("this study has not been gathered yet" if not (out_dir / "runs.csv").is_file()
+               else "the study declares no comparisons (or was gathered before it did; gather it again)")
+        raise GatherError(f"{path}: missing; {why}")
+    text = {c: "string" for c in ("comparison", "label", "a", "b", "metric", "paper_table", "paper_note")}
+    return pd.read_csv(path, dtype={**text, "significant": "boolean", "sign": "Int64", "sign_match": "boolean",
+                                    "confirms_paper": "boolean"})
 
 
 def find_gathered(results_root: str | Path) -> dict[str, Path]:

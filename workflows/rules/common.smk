@@ -64,10 +64,14 @@ def base_overrides():
 
 
 def load_study_file():
+    """The studies file, checked for its format; the overrides of every run are checked against the preset's
+    recipe here too. A variant's own overrides are resolved when a target needs it (run_config): a study the
+    preset cannot run (3D boxes on COCO) stops only the targets that include it."""
     path = Path(config["studies"])
     path = path if path.is_absolute() else REPO / path
     try:
-        return load_studies(path, preset()["recipe"], base_overrides())
+        load_config(preset()["recipe"], base_overrides())
+        return load_studies(path)
     except (StudyError, ConfigError) as e:
         fail(str(e))
 
@@ -94,6 +98,14 @@ def study_variants(study):
 for _study in config["variants"]:
     if _study not in STUDIES:
         fail(f"config variants: unknown study {_study!r} (known: {', '.join(STUDIES)})")
+for _study in config["default_studies"] or []:
+    if _study not in STUDIES:
+        fail(f"config default_studies: unknown study {_study!r} (known: {', '.join(STUDIES)})")
+
+
+def default_studies():
+    """The studies of the default target and of the notebooks' inputs (config['default_studies'], else all)."""
+    return list(config["default_studies"] or STUDIES)
 
 
 def run_path(study, variant, seed):
@@ -107,7 +119,12 @@ def run_overrides(study, variant, seed):
 
 @cache
 def run_config(study, variant):
-    return load_config(preset()["recipe"], run_overrides(study, variant, 0))
+    """A variant's resolved config under the preset; a misspelt key or a variant the preset's dataset cannot
+    run fails here, before any job, with one line naming study and variant."""
+    try:
+        return load_config(preset()["recipe"], run_overrides(study, variant, 0))
+    except ConfigError as e:
+        fail(f"study {study}, variant {variant}: {e}")
 
 
 def evaluations(study, variant):
@@ -132,6 +149,7 @@ def groupdetr_command():
 
 def train_command(wildcards, threads):
     """One training run; through torchrun when the preset asks for more than one GPU."""
+    run_config(wildcards.study, wildcards.variant)  # resolvable under this preset (one line if not)
     gpus = preset()["gpus"]
     launcher = (f"{python()} -m torch.distributed.run --standalone --nproc-per-node {gpus} -m groupdetr"
                 if gpus > 1 else groupdetr_command())
@@ -183,8 +201,9 @@ NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb"))
 
 
 def all_targets():
-    """Every study's gathered folder plus the executed notebooks."""
-    return [f"{config['out']}/{s}" for s in STUDIES] + [f"{config['out']}/notebooks/{n}.ipynb" for n in NOTEBOOKS]
+    """Every (default) study's gathered folder plus the executed notebooks."""
+    return ([f"{config['out']}/{s}" for s in default_studies()]
+            + [f"{config['out']}/notebooks/{n}.ipynb" for n in NOTEBOOKS])
 
 
 wildcard_constraints:

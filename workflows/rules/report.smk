@@ -1,4 +1,5 @@
-# Gathered tables and figures per study, and the notebooks executed headless against them.
+# Gathered tables and figures per study, and the notebooks executed headless against them (every
+# notebooks/*.ipynb; a notebook whose study is not among default_studies says "not gathered yet").
 
 
 localrules:
@@ -29,7 +30,7 @@ rule gather:
 rule notebook:
     input:
         notebook=str(REPO / "notebooks" / "{notebook}.ipynb"),
-        studies=[f"{config['out']}/{s}" for s in STUDIES],
+        studies=[f"{config['out']}/{s}" for s in default_studies()],
     output:
         f"{config['out']}/notebooks/{{notebook}}.ipynb",
     log:
