@@ -59,10 +59,11 @@ def test_dry_run_of_the_default_targets(tmp_path, target):
 
 
 def test_tiny_config_keeps_its_job_set(tmp_path):
-    """tiny.yaml's default target holds only the two detection studies (default_studies), narrowed."""
+    """tiny.yaml's default target holds every study, narrowed."""
     jobs = job_counts(snakemake("-n", "--cores", "2", *tiny_config(tmp_path), cwd=tmp_path / "wd").stdout)
-    # K1, K11 and naive o2m, Group DETR at seed 0; every group of K11 and naive o2m + NMS; every notebook
-    assert jobs == {"synth": 1, "train": 4, "evaluate": 12, "gather": 2, "notebook": 5, "all": 1, "total": 25}
+    # K1, K11, naive o2m, Group DETR, seg K11, 3D K1, DAB+DN+groups at seed 0; every group of K11 and naive
+    # o2m + NMS; every notebook
+    assert jobs == {"synth": 1, "train": 7, "evaluate": 12, "gather": 4, "notebook": 5, "all": 1, "total": 30}
 
 
 def test_paper_preset_is_one_switch(tmp_path):
@@ -116,6 +117,14 @@ def test_tiny_workflow_end_to_end(tmp_path):
         assert (res / "ablation_K" / f"{fig}.png").read_bytes()[:4] == b"\x89PNG"
     a = pd.read_csv(res / "ablation_assignment" / "runs.csv")
     assert "nms" in set(a["evaluation"])
+    # the heads and DN + groups trained through the same rules; their own metrics were gathered
+    heads = pd.read_csv(res / "ablation_heads" / "runs.csv")
+    assert {"segm/AP", "3d/NDS", "3d/mAP"} <= set(heads["metric"])
+    assert set(heads[heads["metric"] == "segm/AP"]["variant"]) == {"seg_K11"}
+    dn = pd.read_csv(res / "ablation_dn" / "runs.csv")
+    assert set(dn["variant"]) == {"dab_dn_group"} and set(dn["denoising"]) == {"per_group"}
+    for study in ("ablation_heads", "ablation_dn"):
+        assert (res / study / "comparisons.csv").stat().st_size > 0
     for nb in (REPO / "notebooks").glob("*.ipynb"):
         assert (res / "notebooks" / nb.name).is_file()
     # every job logged and benchmarked
