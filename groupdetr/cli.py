@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_paper_tables)
     p = sub.add_parser("gather", help="gather one study's finished runs into tables and figures",
                        description="Read {runs}/{study}/{variant}/seed{seed} of every variant and seed of a study "
-                                   "(workflows/config/studies.yaml) and write runs.csv, summary.csv, effects.csv, "
+                                   "(workflows/config/studies.yaml) and write runs.csv, summary.csv, effects.csv, comparisons.csv (studies "
+                                   "that declare comparisons), "
                                    "table.md, table.tex, the study's figures and README.md into --out, atomically.")
     p.add_argument("--studies", default="workflows/config/studies.yaml", help="studies file")
     p.add_argument("--study", required=True, help="study name")
