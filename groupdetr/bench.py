@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import functools
 import gc
 import json
@@ -108,16 +109,34 @@ def random_batch(cfg: Config, batch: int, size: int, objects: int, device: torch
     """Seeded random images ``[B, 3, S, S]`` and targets with valid normalised cxcywh boxes.
 
     Box widths and heights are uniform in [0.05, 0.3]; centres are drawn so that every box stays
-    inside the unit square.
+    inside the unit square. Every target also carries what the task heads read (``model.task``):
+    ``masks`` (the box regions), and a pinhole camera with 3D boxes in front of it.
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     images = torch.randn(batch, 3, size, size, generator=gen)
+    focal = size / (2 * math.tan(math.radians(25)))
+    k = torch.tensor([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1.0]])
     targets = []
-    for _ in range(batch):
+    for i in range(batch):
         wh = 0.05 + 0.25 * torch.rand(objects, 2, generator=gen)
         centre = wh / 2 + (1 - wh) * torch.rand(objects, 2, generator=gen)
         labels = torch.randint(cfg.model.num_classes, (objects,), generator=gen, dtype=torch.long)
-        targets.append({"labels": labels.to(device), "boxes": torch.cat([centre, wh], dim=1).to(device)})
+        boxes = torch.cat([centre, wh], dim=1)
+        x0, y0 = ((centre - wh / 2) * size).long().unbind(1)
+        x1, y1 = ((centre + wh / 2) * size).ceil().long().unbind(1)
+        grid = torch.arange(size)
+        masks = ((grid[None, :, None] >= y0[:, None, None]) & (grid[None, :, None] < y1[:, None, None])
+                 & (grid[None, None, :] >= x0[:, None, None]) & (grid[None, None, :] < x1[:, None, None]))
+        depth = 3 + 9 * torch.rand(objects, generator=gen)
+        centre_3d = torch.stack([(centre[:, 0] * size - size / 2) * depth / focal,
+                                 (centre[:, 1] * size - size / 2) * depth / focal, depth], 1)
+        target = {"labels": labels, "boxes": boxes, "masks": masks, "image_id": torch.tensor(i),
+                  "orig_size": torch.tensor([size, size]), "size": torch.tensor([size, size]),
+                  "center_3d": centre_3d, "dims_3d": 0.3 + 0.7 * torch.rand(objects, 3, generator=gen),
+                  "yaw_3d": (torch.rand(objects, generator=gen) * 2 - 1) * math.pi,
+                  "yaw_period": torch.full((objects,), math.pi), "intrinsics": k.clone(),
+                  "camera_pitch": torch.tensor(0.5)}
+        targets.append({name: v.to(device) for name, v in target.items()})
     return images.to(device), targets
 
 
@@ -156,7 +175,7 @@ def train_step(model, criterion, optimizer, weights: dict, clip: float, images, 
     device, timer = images.device, criterion.matcher
     timer.seconds = 0.0
     t0 = clock(device)
-    outputs = model(images)
+    outputs = model(images, targets=targets)
     t1 = clock(device)
     total = weight_losses(criterion(outputs, targets), weights)
     t2 = clock(device)
@@ -177,10 +196,10 @@ def train_step_seconds(*args) -> float:
 
 
 @torch.no_grad()
-def eval_step(model, images) -> float:
+def eval_step(model, images, targets=None) -> float:
     """Seconds of one inference forward (the model must be in eval mode)."""
     t0 = clock(images.device)
-    model(images)
+    model(images, targets=targets)
     return clock(images.device) - t0
 
 
@@ -215,11 +234,13 @@ def bench_config(cfg: Config, args: argparse.Namespace, device: torch.device, is
              for _ in range(args.steps + 1)][1:]
     cuda_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     model.eval()
-    evals = [eval_step(model, images) for _ in range(args.steps + 1)][1:]
+    evals = [eval_step(model, images, targets) for _ in range(args.steps + 1)][1:]
     rss_peak = rss_peak_mib()
 
     m = cfg.model
-    row = {"recipe": cfg.name, "device": device.type, "self_attention": m.self_attention, "K": m.num_groups,
+    row = {"recipe": cfg.name, "device": device.type, "task": m.task, "decoder": m.decoder,
+           "denoising": m.denoising.sharing if m.denoising.enabled else "none",
+           "self_attention": m.self_attention, "K": m.num_groups,
            "N": m.num_queries, "total_queries": m.num_groups * m.num_queries, "d": m.hidden_dim,
            "assignment": cfg.matcher.assignment, "batch": batch, "image_size": size, "objects": args.objects,
            "steps": args.steps, "threads": torch.get_num_threads()}
@@ -287,14 +308,14 @@ def interleaved_medians(fns: dict, rounds: int) -> dict[str, float]:
 
 def paired_eval_ratio(args: argparse.Namespace, device: torch.device, sa: str, k_base: int, k_max: int) -> float:
     """Eval step of K=k_max over K=k_base, both models in this process, calls interleaved."""
-    models, images = {}, None
+    models, images, targets = {}, None, None
     for k in (k_base, k_max):
         cfg = resolve_config(args, k, sa)
         torch.manual_seed(cfg.seed)
         models[k] = build_model(cfg.model, cfg.matcher.assignment).to(device).eval()
-        images = random_batch(cfg, args.batch_size or cfg.optim.batch_size, args.image_size or cfg.data.image_size,
-                              args.objects, device)[0]
-    fns = {k: functools.partial(eval_step, m, images) for k, m in models.items()}
+        images, targets = random_batch(cfg, args.batch_size or cfg.optim.batch_size,
+                                       args.image_size or cfg.data.image_size, args.objects, device)
+    fns = {k: functools.partial(eval_step, m, images, targets) for k, m in models.items()}
     interleaved_medians(fns, 1)  # warm-up
     med = interleaved_medians(fns, max(30, 5 * args.steps))  # eval steps are cheap: many rounds
     return med[k_max] / med[k_base]
@@ -375,7 +396,9 @@ def format_table(rows: list[dict]) -> str:
     assignment = max(rows, key=lambda r: r["K"])["assignment"]
     head = [f"recipe {first['recipe']}   device {first['device']} ({first['threads']} threads)   "
             f"image {first['image_size']}x{first['image_size']}   batch {first['batch']}   N {first['N']}   "
-            f"d {first['d']}   GT boxes/image {first['objects']}   assignment {assignment}",
+            f"d {first['d']}   GT boxes/image {first['objects']}   assignment {assignment}   "
+            f"task {first.get('task', 'detection')}   decoder {first.get('decoder', 'conditional')}   "
+            f"denoising {first.get('denoising', 'none')}",
             f"times in seconds, median of {first['steps']} steps after 1 warm-up; "
             f"eval/K{base_k} = eval step / eval step at K={base_k} with the same self-attention"]
     cols = table_columns(first["cuda_peak_mib"] is not None, base_k)

@@ -54,3 +54,22 @@ def test_bench_worker_subprocess(tmp_path):
     assert (row["self_attention"], row["K"], row["eval_ratio"]) == ("separate", 1, 1.0)
     assert row["rss_per_config"] and row["peak_rss_mib"] >= row["rss_after_build_mib"] > 0
     assert all(row[key] > 0 for key in TIMES)
+
+
+@pytest.mark.parametrize("extra", [
+    ["model.task=instance_segmentation", "model.mask_head.mask_dim=16"],
+    ["model.task=detection_3d"],
+    ["model.decoder=dab", "model.denoising.enabled=true"],
+])
+def test_bench_runs_every_head_and_denoising(extra, tmp_path, capsys):
+    """The random batch carries masks and 3D labels, so every task (and DN) is benchmarked alike."""
+    out = tmp_path / "bench.json"
+    sets = [a for kv in extra for a in ("--set", kv)]
+    assert main(TINY + sets + ["--groups", "1", "2", "--self-attention", "separate", "--no-subprocess",
+                               "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["K"] for r in rows] == [1, 2] and all(r["train_step_s"] > 0 for r in rows)
+    cfg = dict(kv.split("=") for kv in extra)
+    assert rows[0]["task"] == cfg.get("model.task", "detection")
+    assert rows[0]["denoising"] == ("per_group" if "model.denoising.enabled" in cfg else "none")
+    assert f"task {rows[0]['task']}" in capsys.readouterr().out
