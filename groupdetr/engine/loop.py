@@ -11,6 +11,7 @@ from groupdetr.criterion import weight_losses
 from groupdetr.engine.distributed import all_gather_objects, all_reduce_sum
 from groupdetr.engine.progress import progress
 from groupdetr.evaluation import CocoEvaluator
+from groupdetr.evaluation.coco import to_coco_results
 from groupdetr.evaluation.det3d import Det3DEvaluator
 
 __all__ = ["NonFiniteLoss", "train_one_epoch", "evaluate", "matching_signature", "matching_instability"]
@@ -118,24 +119,30 @@ def evaluate(model, postprocess, loader, device, coco_gt, backend: str, amp: boo
     (``3d/mAP``, ``3d/NDS``, ``3d/ATE`` ...), whose ground truth comes from the targets.
     """
     model.eval()
-    evaluator = CocoEvaluator(coco_gt, backend=backend)
-    predictions, gts_3d = {}, {}
+    # Per image: its COCO results (masks already RLE-encoded, so no full-size mask is kept: COCO val
+    # would need ~150 GB of boolean masks otherwise) and, for the 3D metric, its ground truth and
+    # 3D predictions. Keyed by image id: a DistributedSampler repeats images to even out ranks.
+    coco_results, gts_3d, preds_3d = {}, {}, {}
     for images, pad_mask, targets in progress(loader, len(loader), "eval", log_every, show):
         targets = _to(targets, device)
         with _autocast(device, amp):
             outputs = model(images.to(device), pad_mask.to(device), targets)
         for t, r in zip(targets, postprocess(_float(outputs), targets)):
             image_id = int(t["image_id"])
-            predictions[image_id] = {k: v.cpu() for k, v in r.items()}
+            r = {k: v.cpu() for k, v in r.items()}
+            coco_results[image_id] = to_coco_results({image_id: r})
             if yaw_periods is not None:
                 gts_3d[image_id] = {k: v.cpu() for k, v in _gt_3d(t).items()}
-    merged = _merge_parts(all_gather_objects(predictions))
-    evaluator.update(merged)
+                preds_3d[image_id] = {k: r[k] for k in Det3DEvaluator.PRED_KEYS}
+    evaluator = CocoEvaluator(coco_gt, backend=backend)
+    merged = _merge_parts(all_gather_objects(coco_results))
+    evaluator.img_ids = sorted(merged)
+    evaluator.results = [res for image_id in evaluator.img_ids for res in merged[image_id]]
     stats = evaluator.summarize(tuple(iou_types))
     if yaw_periods is not None:
-        gts = _merge_parts(all_gather_objects(gts_3d))
+        gts, preds = _merge_parts(all_gather_objects(gts_3d)), _merge_parts(all_gather_objects(preds_3d))
         det3d = Det3DEvaluator(yaw_periods)
         for image_id in sorted(gts):
-            det3d.update(gts[image_id], merged[image_id])
+            det3d.update(gts[image_id], preds[image_id])
         stats.update({f"3d/{k}": v for k, v in det3d.summarize().items() if k != "per_class"})
     return stats
