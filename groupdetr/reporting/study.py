@@ -107,16 +107,21 @@ _DETECTOR_NAMES = {"conditional": "C-DETR", "dab": "DAB-DETR"}
 # collect
 
 
-def _read_json(path: Path) -> dict:
+def _read_mapping(path: Path, kind: str) -> dict:
+    """A run file that must hold a mapping (``kind``: "JSON" or "YAML"); one GatherError line otherwise."""
     if not path.is_file():
         raise GatherError(f"{path}: missing")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise GatherError(f"{path}: not valid JSON ({e})") from None
+        data = json.loads(path.read_text()) if kind == "JSON" else yaml.safe_load(path.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise GatherError(f"{path}: not valid {kind} ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise GatherError(f"{path}: expected a JSON object")
+        raise GatherError(f"{path}: expected a {'JSON object' if kind == 'JSON' else 'mapping'}")
     return data
+
+
+def _read_json(path: Path) -> dict:
+    return _read_mapping(path, "JSON")
 
 
 def _read_log(path: Path) -> list[dict]:
@@ -227,14 +232,7 @@ def _run_rows(study: Study, variant, seed: int, runs_root: Path) -> list[dict]:
     metrics = _read_json(metrics_path)
     manifest = _read_json(run / _MANIFEST)
     cfg_path = run / _CONFIG
-    if not cfg_path.is_file():
-        raise GatherError(f"{cfg_path}: missing")
-    try:
-        cfg = yaml.safe_load(cfg_path.read_text())
-    except yaml.YAMLError as e:
-        raise GatherError(f"{cfg_path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(cfg, dict):
-        raise GatherError(f"{cfg_path}: expected a mapping")
+    cfg = _read_mapping(cfg_path, "YAML")
     if metrics.get("config_hash") != manifest.get("config_hash"):
         raise GatherError(f"{metrics_path}: config_hash {metrics.get('config_hash')} differs from the manifest's "
                           f"{manifest.get('config_hash')}; the run directory mixes two runs")
