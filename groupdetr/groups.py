@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["fold_groups", "unfold_groups", "block_diagonal_mask", "group_slice", "QueryLayout", "as_layout",
+__all__ = ["fold_groups", "unfold_groups", "group_slice", "QueryLayout", "as_layout",
            "self_attention_mask", "dn_key_padding"]
 
 
@@ -33,17 +33,6 @@ def unfold_groups(x: torch.Tensor, num_groups: int) -> torch.Tensor:
     if bg % num_groups:
         raise ValueError(f"batch axis {bg} is not a multiple of {num_groups} groups")
     return x.reshape(bg // num_groups, num_groups * n, c)
-
-
-def block_diagonal_mask(num_groups: int, num_queries: int, device=None) -> torch.Tensor:
-    """Boolean attention mask ``[G*N, G*N]``, True where attention is *blocked*.
-
-    Query ``i`` may attend to key ``j`` only when both are in the same group. Used by the masked
-    implementation of separate self-attention, which costs (G*N)^2 and exists to cross-check the
-    fold implementation (cost G*N^2).
-    """
-    gid = torch.arange(num_groups, device=device).repeat_interleave(num_queries)
-    return gid[:, None] != gid[None, :]
 
 
 def group_slice(group: int, num_queries: int) -> slice:

@@ -17,14 +17,12 @@ from groupdetr.model.attention import SELF_ATTENTION, ProjectedAttention
 D_MODEL = 8
 
 
-def make_layout(groups: int, sharing: str, copies: int = 2, pad: int = 3, batch: int = 2, seed: int = 0) -> QueryLayout:
+def make_layout(groups: int, sharing: str, copies: int = 2, pad: int = 3, batch: int = 2) -> QueryLayout:
     sets = groups if sharing == "per_group" else 1
-    g = torch.Generator().manual_seed(seed)
     # image b has b+1 objects (< pad): the remaining slots of every copy are padding
     valid = torch.zeros(batch, sets, copies, pad, dtype=torch.bool)
     for b in range(batch):
         valid[b, :, :, : min(b + 1, pad)] = True
-    del g
     return QueryLayout(num_groups=groups, num_queries=4, dn_sets=sets, dn_copies=copies, dn_pad=pad,
                        dn_valid=valid.flatten(1))
 

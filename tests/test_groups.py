@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from groupdetr.groups import block_diagonal_mask, fold_groups, group_slice, unfold_groups
+from groupdetr.groups import QueryLayout, fold_groups, group_slice, self_attention_mask, unfold_groups
 
 
 def test_fold_moves_each_group_of_each_image_to_its_own_batch_row():
@@ -25,8 +25,8 @@ def test_detrex_style_split_mixes_images_and_is_caught():
     assert not rows_ok
 
 
-def test_block_diagonal_mask():
-    m = block_diagonal_mask(3, 2)
+def test_mask_without_denoising_is_block_diagonal():
+    m = self_attention_mask(QueryLayout(num_groups=3, num_queries=2))
     expected = ~torch.block_diag(*[torch.ones(2, 2, dtype=torch.bool)] * 3)
     assert torch.equal(m, expected)
 
