@@ -89,8 +89,9 @@ def resolve_config(args: argparse.Namespace, k: int, sa: str) -> Config:
     """The recipe plus the user's overrides plus the sweep's K and self-attention.
 
     A recipe with ``one_to_one`` assignment (which needs K=1) is switched to ``group`` for K > 1.
+    Initial backbone weights do not change a step's cost, so the benchmark starts from random init.
     """
-    sweep = [f"model.num_groups={k}", f"model.self_attention={sa}"]
+    sweep = [f"model.num_groups={k}", f"model.self_attention={sa}", "model.backbone.weights=null"]
     base = load_config(args.config, args.overrides)
     if base.matcher.assignment == "one_to_one" and k > 1:
         sweep.append("matcher.assignment=group")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from groupdetr.config import Config, LossConfig, ModelConfig
+from groupdetr.config import PRETRAIN_WEIGHTS, Config, LossConfig, ModelConfig
 from groupdetr.criterion import SetCriterion
 from groupdetr.matcher import ASSIGNMENTS, HungarianMatcher, MatchCosts
 from groupdetr.model import GroupDETR
-from groupdetr.model.backbone import BACKBONES
+from groupdetr.model.backbone import BACKBONES, WeightsError
 from groupdetr.model.transformer import DECODERS, Encoder
 from groupdetr.postprocess import PostProcess, TaskPostProcess
 from groupdetr.tasks import TASKS
@@ -24,10 +24,13 @@ __all__ = ["build_model", "build_matcher", "build_criterion", "build_postprocess
 def build_model(cfg: ModelConfig, assignment: str = "group") -> GroupDETR:
     """The detector; ``assignment`` decides which queries are kept at inference."""
     d = cfg.hidden_dim
+    if cfg.backbone.weights == PRETRAIN_WEIGHTS:
+        raise WeightsError("model.backbone.weights=pretrain is resolved by the trainer "
+                           "(groupdetr.pretrain.run.resolve_backbone_weights) before the model is built")
     backbone = BACKBONES[cfg.backbone.name](cfg.backbone)
     return GroupDETR(
         backbone=backbone,
-        encoder=Encoder(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.enc_layers),
+        encoder=Encoder(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.enc_layers, init=cfg.init),
         decoder=DECODERS[cfg.decoder](cfg),
         num_classes=cfg.num_classes,
         num_queries=cfg.num_queries,

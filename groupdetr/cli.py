@@ -5,6 +5,7 @@ Subcommands:
     groupdetr recipes                                 list the shipped recipes
     groupdetr train --config R [--set k=v] --out DIR  train (resumes; finished runs are kept)
     groupdetr eval RUN_OR_CKPT [--group g]            evaluate, any group alone
+    groupdetr pretrain [--config R] [--out FILE]      box-only backbone pretraining (cached)
     groupdetr synth [--config R] [--out DIR]          render the embedded benchmark
     groupdetr bench [...]                             speed/memory benchmark of the group mechanics
     groupdetr gather --study S --runs R --out DIR     one study's runs -> tables, figures (results/S)
@@ -60,6 +61,20 @@ def _cmd_train(args) -> int:
     metrics = train(cfg, args.out, command=sys.argv, restart=args.restart)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
         print(json.dumps(metrics, indent=1, sort_keys=True))
+    return 0
+
+
+def _cmd_pretrain(args) -> int:
+    from pathlib import Path
+
+    from groupdetr.pretrain.run import export_copy, pretrain, summary_line
+
+    _setup_logging()
+    cfg = load_config(args.config, args.overrides)
+    path, record, built = pretrain(cfg, force=args.force)
+    if args.out:
+        path = export_copy(path, Path(args.out))
+    print(summary_line(path, record, built))
     return 0
 
 
@@ -142,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--restart", action="store_true", help="discard what --out holds and start over")
     p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("pretrain", help="pretrain the backbone on boxes (cached; used by model.backbone.weights=pretrain)",
+                       description="Pretrain model.backbone on a dense box-only pretext task (per-cell class occupancy, "
+                                   "centre heatmap, box extent, at every stage) over the training split of data.* or of "
+                                   "pretrain.dataset/pretrain.root, with the settings of pretrain.*. The result goes to a "
+                                   "content-addressed cache (pretrain.cache): the same inputs never pretrain twice. "
+                                   "Prints one line: the held-out pretext metrics and the weights' path.")
+    _add_config_args(p)
+    p.add_argument("--out", default=None, help="also copy the weights here (and the record to the same name .json)")
+    p.add_argument("--force", action="store_true", help="pretrain again and replace the cache entry")
+    p.set_defaults(func=_cmd_pretrain)
     p = sub.add_parser("eval", help="evaluate a run directory or checkpoint (any group)",
                        description="Evaluate on the val split. --group g evaluates group g alone (paper Fig. 4); "
                                    "results go to <run>/eval/group{g}.json (or --out).")
@@ -196,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     from groupdetr.data import DatasetError
     from groupdetr.engine.loop import NonFiniteLoss
     from groupdetr.engine.trainer import RunError
+    from groupdetr.model.backbone import WeightsError
     from groupdetr.reporting import GatherError  # light: pandas/scipy only load for `gather`
     from groupdetr.reporting.notebooks import NotebookError, NotebookFailed
     from groupdetr.studies import StudyError
@@ -208,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DatasetError as e:
         print(f"groupdetr: dataset error: {e}", file=sys.stderr)
+        return 2
+    except WeightsError as e:
+        print(f"groupdetr: {e}", file=sys.stderr)
         return 2
     except (StudyError, GatherError, NotebookError) as e:
         print(f"groupdetr: {e}", file=sys.stderr)

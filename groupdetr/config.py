@@ -41,6 +41,8 @@ __all__ = [
     "SynthConfig",
     "OptimConfig",
     "TrainConfig",
+    "PretrainConfig",
+    "PRETRAIN_WEIGHTS",
     "load_config",
     "from_dict",
     "to_dict",
@@ -49,6 +51,10 @@ __all__ = [
     "list_recipes",
     "dump_yaml",
 ]
+
+
+#: the value of ``model.backbone.weights`` that asks for the ``pretrain`` section's cached weights
+PRETRAIN_WEIGHTS = "pretrain"
 
 
 class ConfigError(ValueError):
@@ -62,17 +68,24 @@ def _choices(*values) -> dict:
 @dataclass(frozen=True)
 class BackboneConfig:
     name: str = field(default="resnet50", metadata=_choices(*BACKBONES))
-    weights: str | None = None  # local ImageNet state-dict file; never downloaded
+    # Initial backbone weights: null (random init), a local state-dict file (ImageNet weights for a
+    # ResNet, or a `groupdetr pretrain` output for any backbone), or "pretrain": the box-only pretext
+    # pretraining described by the `pretrain` section, taken from its cache (built on first use).
+    weights: str | None = None
     train_backbone: bool = True
     dilation: bool = False  # DC5 variants
     channels: tuple[int, ...] = (32, 64, 128, 256)  # small_cnn only: one stride-2 stage per entry
     depth: int = 1  # small_cnn only: conv layers per stage
 
 
+#: dataset layouts (``groupdetr.data.coco.LAYOUTS``)
+DATASET_CHOICES = ("coco", "synth")
 #: what the detector predicts and how it is evaluated (``groupdetr.tasks.TASKS``)
 TASK_CHOICES = ("detection", "instance_segmentation", "detection_3d")
 #: decoder families (``groupdetr.build.DECODERS``): Conditional DETR, DAB-DETR anchor boxes
 DECODER_CHOICES = ("conditional", "dab")
+#: transformer initialisations (``groupdetr.model.transformer.INITS``)
+INIT_CHOICES = ("authors", "pytorch")
 #: which matching queries a denoising query may see (``groupdetr.groups.QueryLayout``)
 DN_SHARING_CHOICES = ("per_group", "shared")
 
@@ -124,6 +137,9 @@ class ModelConfig:
     aux_loss: bool = True
     task: str = field(default="detection", metadata=_choices(*TASK_CHOICES))
     decoder: str = field(default="conditional", metadata=_choices(*DECODER_CHOICES))
+    # transformer initialisation (``groupdetr.model.transformer.INITS``): the authors' xavier init, or
+    # PyTorch's defaults (kept as an ablation)
+    init: str = field(default="authors", metadata=_choices(*INIT_CHOICES))
     mask_head: MaskHeadConfig = MaskHeadConfig()
     box3d_head: Box3DHeadConfig = Box3DHeadConfig()
     denoising: DenoisingConfig = DenoisingConfig()
@@ -182,7 +198,7 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = field(default="coco", metadata=_choices("coco", "synth"))
+    dataset: str = field(default="coco", metadata=_choices(*DATASET_CHOICES))
     root: str | None = None  # dataset root (COCO 2017 layout, or a rendered benchmark)
     num_workers: int = 2
     image_size: int = 800  # eval short side (COCO) / side of the square rendered images (synth)
@@ -212,6 +228,26 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """Box-only backbone pretraining (``groupdetr pretrain``; used by ``model.backbone.weights:
+    pretrain``). A dense pretext task on a COCO-format training split: per backbone cell and stage,
+    the class occupancy, a centre heatmap and the box extent (``groupdetr.pretrain``)."""
+
+    dataset: str | None = None  # null: the training split of data.*; else a dataset name (with `root`)
+    root: str | None = None  # root of that dataset (its train split is read; boxes only)
+    image_size: int | None = None  # null: data.image_size
+    steps: int = 1500
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    occupancy_weight: float = 1.0  # soft cross-entropy of the class occupancy (background + classes)
+    center_weight: float = 1.0  # binary cross-entropy of the class-agnostic centre heatmap
+    extent_weight: float = 1.0  # L1 of the distances to the box edges, inside boxes
+    cache: str = "data/pretrained"  # content-addressed cache of pretrained weights (not part of the key)
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "custom"
     seed: int = 42
@@ -223,6 +259,7 @@ class Config:
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    pretrain: PretrainConfig = PretrainConfig()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,6 +444,9 @@ def validate(cfg: Config) -> Config:
         "train.eval_every": (cfg.train.eval_every, 1),
         "train.log_every": (cfg.train.log_every, 1),
         "train.max_iters_per_epoch": (1 if cfg.train.max_iters_per_epoch is None else cfg.train.max_iters_per_epoch, 1),
+        "pretrain.steps": (cfg.pretrain.steps, 1),
+        "pretrain.batch_size": (cfg.pretrain.batch_size, 1),
+        "pretrain.image_size": (cfg.pretrain.image_size or 16, 16),
     }
     for key, (value, low) in minimum.items():
         if value < low:
@@ -448,6 +488,14 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"postprocess.nms_iou must be in (0, 1] or null, got {nms}")
     if m.backbone.name == "small_cnn" and any(c % 8 for c in m.backbone.channels):
         raise ConfigError(f"model.backbone.channels must be multiples of 8 (GroupNorm), got {list(m.backbone.channels)}")
+    pt = cfg.pretrain
+    if not (pt.lr > 0 and pt.weight_decay >= 0 and min(pt.occupancy_weight, pt.center_weight, pt.extent_weight) >= 0):
+        raise ConfigError(f"pretrain: lr must be > 0 and weight_decay, the loss weights >= 0, got lr={pt.lr}, "
+                          f"weight_decay={pt.weight_decay}")
+    if pt.dataset not in (None, *DATASET_CHOICES):
+        raise ConfigError(f"pretrain.dataset: {pt.dataset!r} is not one of null, {', '.join(DATASET_CHOICES)}")
+    if (pt.dataset is None) != (pt.root is None):
+        raise ConfigError("pretrain.dataset and pretrain.root go together: set both (another dataset) or neither")
     return cfg
 
 

@@ -17,6 +17,7 @@ TINY = [
     "model.num_classes=5",
     "model.dropout=0.0",
     "model.backbone.channels=[8,16,16]",
+    "model.backbone.weights=null",  # random init: tests of the mechanics need no pretraining
 ]
 
 

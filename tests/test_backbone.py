@@ -3,7 +3,7 @@ import torch
 import torchvision
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from groupdetr.model.backbone import ResNetBackbone, SmallCNN
+from groupdetr.model.backbone import WeightsError, ResNetBackbone, SmallCNN
 
 
 def test_resnet_loads_local_weights_and_freezes_stem(tmp_path):
@@ -20,11 +20,11 @@ def test_resnet_loads_local_weights_and_freezes_stem(tmp_path):
 
 
 def test_resnet_weight_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="backbone weights file not found"):
+    with pytest.raises(WeightsError, match="backbone weights file not found"):
         ResNetBackbone("resnet18", str(tmp_path / "none.pth"), True, False)
     bad = tmp_path / "bad.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
-    with pytest.raises((ValueError, RuntimeError)):
+    with pytest.raises(WeightsError, match=f"{bad} do not fit resnet18: missing .*; shape conv1.weight"):
         ResNetBackbone("resnet18", str(bad), True, False)
 
 

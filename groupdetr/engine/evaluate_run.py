@@ -1,6 +1,7 @@
 """``groupdetr eval``: evaluate a run directory or a checkpoint, with any group (paper Fig. 4)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 
@@ -48,7 +49,10 @@ def evaluate_run(target: str | Path, group: int | None = None, overrides: list[s
     flush_denormals(info.device)
     val = build_dataset(cfg, "val")
     periods = yaw_periods(cfg.model.task, val.coco.dataset["categories"])
-    model, _, postprocess = build_all(cfg, periods)
+    # every parameter comes from the checkpoint: no initial backbone weights file is needed
+    build_cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=None)))
+    model, _, postprocess = build_all(build_cfg, periods)
     model.load_state_dict(ckpt["model"])
     model.to(info.device)
     stats = evaluate(model, postprocess, make_loader(val, cfg, info, 0, False), info.device, val.coco,

@@ -11,6 +11,7 @@ Reliability rules (issue #4):
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -34,9 +35,10 @@ from groupdetr.data import build_dataset, build_loader
 from groupdetr.engine import rundir as rd
 from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
+from groupdetr.pretrain.run import resolve_backbone_weights, weights_provenance
 from groupdetr.tasks import TASKS, yaw_periods
 
-__all__ = ["RunError", "train", "make_loader", "check_run_dir", "seed_everything", "flush_denormals", "peak_memory_mib", "manifest"]
+__all__ = ["RunError", "train", "make_loader", "check_run_dir", "seed_everything", "flush_denormals", "git_state", "peak_memory_mib", "manifest"]
 
 log = logging.getLogger("groupdetr.engine")
 
@@ -75,12 +77,17 @@ def _git(*args: str) -> str | None:
         return None
 
 
+def git_state() -> tuple[str | None, bool]:
+    """(commit of the package's checkout or None, whether its tree has uncommitted changes)."""
+    return _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain"))
+
+
 def manifest(cfg: Config, info: DistInfo, command: list[str]) -> dict:
     import torchvision
 
     return {
         "config_hash": config_hash(cfg), "command": command, "seed": cfg.seed,
-        "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
+        "git_commit": git_state()[0], "git_dirty": git_state()[1],
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "numpy": np.__version__, "groupdetr": groupdetr.__version__},
         "device": torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else platform.processor() or "cpu",
@@ -162,15 +169,17 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         torch.use_deterministic_algorithms(True)
     flush_denormals(info.device)
     train_ds, val_ds = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    ckpt_path = out / rd.CHECKPOINT
+    resuming = state == "resume" and ckpt_path.is_file()
+    build_cfg = _initial_weights(cfg, info, resuming)
     torch.manual_seed(cfg.seed)
     periods = yaw_periods(cfg.model.task, val_ds.coco.dataset["categories"])
-    model, criterion, postprocess = build_all(cfg, periods)
+    model, criterion, postprocess = build_all(build_cfg, periods)
     model.to(info.device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.lr_drop, gamma=0.1)
     start, matching = 0, {}
-    ckpt_path = out / rd.CHECKPOINT
-    if state == "resume" and ckpt_path.is_file():
+    if resuming:
         try:
             ckpt = rd.load_checkpoint(ckpt_path)
         except Exception as e:
@@ -182,7 +191,8 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
             _clear(out)
             out.mkdir(parents=True, exist_ok=True)
             rd.atomic_write_text(out / rd.CONFIG, dump_yaml(cfg))
-            rd.atomic_write_json(out / rd.MANIFEST, manifest(cfg, info, command or sys.argv))
+            rd.atomic_write_json(out / rd.MANIFEST, {**manifest(cfg, info, command or sys.argv),
+                                                     "backbone_weights": weights_provenance(build_cfg.model.backbone.weights)})
         else:
             m = json.loads((out / rd.MANIFEST).read_text())
             m["resumed"].append(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
@@ -230,6 +240,19 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         rd.atomic_write_json(out / rd.METRICS, final)
     barrier()
     return final
+
+
+def _initial_weights(cfg: Config, info: DistInfo, resuming: bool) -> Config:
+    """The config to build the model from: ``model.backbone.weights: pretrain`` resolved to the cached
+    pretrained backbone (pretrained here, by the main process, if not cached yet); when resuming, no
+    initial weights at all (the checkpoint holds every parameter)."""
+    if resuming:
+        return dataclasses.replace(cfg, model=dataclasses.replace(
+            cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=None)))
+    if info.is_main:
+        resolve_backbone_weights(cfg, build=True)
+    barrier()
+    return resolve_backbone_weights(cfg, build=False)
 
 
 def _merge(matching: dict) -> dict:

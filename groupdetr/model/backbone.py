@@ -3,8 +3,10 @@
 Both map images ``[B, 3, H, W]`` to one feature map ``[B, C, H/s, W/s]`` and expose
 ``num_channels`` and ``stride``; ``forward_features`` returns every stage's map (ascending stride,
 described by ``stage_channels`` and ``stage_strides``) for heads that need finer features (the
-pixel decoder of the mask head). Weights are never downloaded: a ResNet starts from random init
-unless ``weights`` names a local ImageNet state-dict file.
+pixel decoder of the mask head). Weights are never downloaded: a backbone starts from random init
+unless ``weights`` names a local state-dict file -- ImageNet weights for a ResNet (torchvision key
+names), or the output of ``groupdetr pretrain`` for any backbone (:func:`export_weights` writes the
+same key names that :func:`load_weights` reads).
 """
 from __future__ import annotations
 
@@ -17,7 +19,54 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["ResNetBackbone", "SmallCNN", "downsample_mask", "BACKBONES"]
+__all__ = ["ResNetBackbone", "SmallCNN", "downsample_mask", "BACKBONES", "WeightsError", "read_weights",
+           "load_weights", "export_weights"]
+
+# keys of a torchvision ResNet state dict that a detection backbone never has (classifier, BN counters)
+_IGNORED_KEYS = ("fc.", "num_batches_tracked")
+
+
+class WeightsError(ValueError):
+    """A backbone weights file that is missing, unreadable or does not fit; one line naming the file."""
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict of tensors from ``path`` (``torch.load(weights_only=True)``); WeightsError if the file
+    is missing or is not a mapping of tensor names to tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"backbone weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, zero bytes, not a torch file, pickled code
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:120]  # some errors have an empty message
+        raise WeightsError(f"backbone weights {path} cannot be read ({reason})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise WeightsError(f"backbone weights {path} is not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def load_weights(net: nn.Module, path: str | Path, what: str) -> None:
+    """Load the state dict in ``path`` into ``net`` (every key must match, by name and shape, except a
+    ResNet's classifier and BN counters); WeightsError naming the file and ``what`` otherwise."""
+    state = {k: v for k, v in read_weights(path).items() if not any(s in k for s in _IGNORED_KEYS)}
+    own = {k: v for k, v in net.state_dict().items() if not any(s in k for s in _IGNORED_KEYS)}
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(part for part in (
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+            f"shape {', '.join(wrong[:2])}" if wrong else "") if part)
+        raise WeightsError(f"backbone weights {path} do not fit {what}: {detail}")
+    net.load_state_dict(state, strict=False)
+
+
+def export_weights(net: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict :func:`load_weights` reads back (contiguous CPU copies, no BN counters)."""
+    return {k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()
+            if not any(s in k for s in _IGNORED_KEYS)}
 
 
 def downsample_mask(pad_mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -41,17 +90,7 @@ class ResNetBackbone(nn.Module):
             weights=None, norm_layer=FrozenBatchNorm2d, replace_stride_with_dilation=[False, False, dilation]
         )
         if weights is not None:
-            path = Path(weights)
-            if not path.is_file():
-                raise FileNotFoundError(f"backbone weights file not found: {path}")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-            missing, unexpected = net.load_state_dict(state, strict=False)
-            missing = [k for k in missing if not k.startswith("fc.")]
-            if missing or unexpected:
-                raise ValueError(
-                    f"backbone weights {path} do not fit {name}: missing {missing[:3]}, unexpected {unexpected[:3]}"
-                )
+            load_weights(net, weights, name)
         for pname, p in net.named_parameters():
             if not train_backbone or not any(s in pname for s in ("layer2", "layer3", "layer4")):
                 p.requires_grad_(False)
@@ -76,9 +115,10 @@ class SmallCNN(nn.Module):
     from scratch on CPU.
 
     GroupNorm behaves the same in train and eval mode, so train/eval equivalence tests are exact.
+    ``weights``: a state-dict file of this network (``groupdetr pretrain`` writes one), or None.
     """
 
-    def __init__(self, channels: tuple[int, ...], depth: int = 1):
+    def __init__(self, channels: tuple[int, ...], depth: int = 1, weights: str | Path | None = None):
         super().__init__()
         stages, cin = [], 3
         for cout in channels:
@@ -96,6 +136,8 @@ class SmallCNN(nn.Module):
         self.stage_strides = tuple(2 ** (i + 1) for i in range(len(channels)))
         self.num_channels = cin
         self.stride = 2 ** len(channels)
+        if weights is not None:
+            load_weights(self, weights, f"small_cnn channels {list(channels)} depth {depth}")
 
     def forward_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """[B, 3, H, W] -> every stage's map ``[B, C_i, H/2^(i+1), W/2^(i+1)]``."""
@@ -116,7 +158,7 @@ def _resnet(cfg) -> nn.Module:
 
 
 def _small(cfg) -> nn.Module:
-    return SmallCNN(tuple(cfg.channels), cfg.depth)
+    return SmallCNN(tuple(cfg.channels), cfg.depth, cfg.weights)
 
 
 BACKBONES = {

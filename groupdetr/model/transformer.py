@@ -18,7 +18,7 @@ from groupdetr.groups import QueryLayout
 from groupdetr.model.attention import AttentionFn, ProjectedAttention
 from groupdetr.model.position import sine_box_encoding, sine_point_encoding
 
-__all__ = ["MLP", "Encoder", "ConditionalDecoder", "DABDecoder", "DECODERS"]
+__all__ = ["MLP", "Encoder", "ConditionalDecoder", "DABDecoder", "DECODERS", "INITS", "init_like_authors"]
 
 
 class MLP(nn.Module):
@@ -53,6 +53,54 @@ class FFN(nn.Module):
         return self.norm(x + self.dropout2(self.linear2(self.dropout1(F.relu(self.linear1(x))))))
 
 
+def init_like_authors(module: nn.Module) -> nn.Module:
+    """Initialise ``module`` (an encoder or decoder) as the authors' ``Transformer._reset_parameters``.
+
+    Conditional DETR / Group DETR (``models/transformer.py``, and DAB-DETR's transformer likewise)
+    run ``xavier_uniform_`` on every parameter with more than one dimension once encoder and decoder
+    (with their ``query_scale`` / ``ref_point_head`` / ``ref_anchor_head`` MLPs) are built; 1-D
+    parameters keep the values they were built with. We reproduce the result of that on our module
+    layout, so that training starts from the same distribution as the reference runs:
+
+    * every weight with dim > 1: xavier uniform, bound ``sqrt(6 / (fan_in + fan_out))``;
+    * encoder self-attention: the authors use ``nn.MultiheadAttention``, whose q/k/v projections are
+      one packed ``[3d, d]`` matrix initialised as a whole (bound ``sqrt(6 / 4d)``), with zero
+      ``in_proj_bias``; our separate ``q_proj``/``k_proj``/``v_proj`` get the three row blocks of one
+      such matrix and zero biases;
+    * every attention output projection (``ProjectedAttention.out_proj``): zero bias, as both
+      ``nn.MultiheadAttention`` and the authors' decoder ``MultiheadAttention`` set it;
+    * other Linear biases (projections, FFN, MLPs) keep PyTorch's default uniform(+-1/sqrt(fan_in));
+      LayerNorm stays at weight 1, bias 0.
+
+    Call it after any ``deepcopy`` of layers so that cloned layers get independent weights.
+    Returns ``module`` (initialised in place).
+    """
+    packed: dict[int, tuple[torch.Tensor, int]] = {}  # id(weight) -> (packed matrix, row block)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, EncoderLayer):
+                ref = m.q_proj.weight
+                w = nn.init.xavier_uniform_(ref.new_empty(3 * ref.shape[0], ref.shape[1]))
+                for i, proj in enumerate((m.q_proj, m.k_proj, m.v_proj)):
+                    packed[id(proj.weight)] = (w, i)
+                    nn.init.zeros_(proj.bias)
+        for p in module.parameters():
+            if id(p) in packed:
+                w, i = packed[id(p)]
+                p.copy_(w[i * p.shape[0]:(i + 1) * p.shape[0]])
+            elif p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for m in module.modules():
+            if isinstance(m, ProjectedAttention):
+                nn.init.zeros_(m.out_proj.bias)
+    return module
+
+
+#: ``model.init`` -> in-place initialisation of an encoder or decoder: the authors' (default), or
+#: PyTorch's defaults as built (kept to measure what the authors' init changes, issue 11)
+INITS = {"authors": init_like_authors, "pytorch": lambda module: module}
+
+
 class EncoderLayer(nn.Module):
     """DETR post-norm encoder layer; positions are added to queries and keys only."""
 
@@ -74,10 +122,14 @@ class EncoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int):
+    """Stack of encoder layers; ``init`` names the initialisation (:data:`INITS`)."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
+                 init: str = "authors"):
         super().__init__()
         layer = EncoderLayer(d_model, nhead, dim_feedforward, dropout)
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        INITS[init](self)  # after cloning: independent weights per layer
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
@@ -164,7 +216,8 @@ class ConditionalDecoder(nn.Module):
 
     supports_denoising = False
 
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int):
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
+                 init: str = "authors"):
         super().__init__()
         self.layers = nn.ModuleList(
             DecoderLayer(d_model, nhead, dim_feedforward, dropout, is_first=(i == 0)) for i in range(num_layers)
@@ -174,6 +227,7 @@ class ConditionalDecoder(nn.Module):
         self.ref_point_head = MLP(d_model, d_model, 2, 2)
         self.d_model = d_model
         self.query_dim = d_model
+        INITS[init](self)
 
     def forward(
         self,
@@ -229,7 +283,7 @@ class DABDecoder(nn.Module):
     supports_denoising = True
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
-                 modulate_hw: bool = True):
+                 modulate_hw: bool = True, init: str = "authors"):
         super().__init__()
         self.layers = nn.ModuleList(
             DecoderLayer(d_model, nhead, dim_feedforward, dropout, is_first=(i == 0)) for i in range(num_layers)
@@ -240,6 +294,7 @@ class DABDecoder(nn.Module):
         self.ref_anchor_head = MLP(d_model, d_model, 2, 2) if modulate_hw else None
         self.d_model = d_model
         self.query_dim = 4
+        INITS[init](self)
 
     def forward(
         self,
@@ -287,11 +342,11 @@ class DABDecoder(nn.Module):
 
 
 def _conditional(cfg) -> nn.Module:
-    return ConditionalDecoder(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers)
+    return ConditionalDecoder(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers, init=cfg.init)
 
 
 def _dab(cfg) -> nn.Module:
-    return DABDecoder(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers)
+    return DABDecoder(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers, init=cfg.init)
 
 
 #: ``model.decoder`` -> builder from the model config

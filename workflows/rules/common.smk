@@ -15,7 +15,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from groupdetr.config import ConfigError, load_config, to_dict
+from groupdetr.config import PRETRAIN_WEIGHTS, ConfigError, load_config, to_dict
+from groupdetr.pretrain.cache import pretrain_spec
 from groupdetr.studies import StudyError, load_studies, run_dir
 
 REPO = Path(workflow.current_basedir).parent.parent
@@ -147,6 +148,42 @@ def groupdetr_command():
     return f"{python()} -m groupdetr"
 
 
+# pretrained backbone file name -> the overrides that define it (filled as runs ask for one)
+PRETRAINED = {}
+
+
+def pretrained_backbone(study, variant):
+    """The pretrained-backbone file a run starts from, or None when its config does not ask for one
+    (``model.backbone.weights: pretrain``). Its name is a hash of everything the pretraining depends on
+    that is known before the dataset exists (dataset location, image size, backbone architecture,
+    ``pretrain.*``), so the same inputs share one file and one job; the file is a copy of the
+    content-addressed cache entry that ``groupdetr pretrain`` finds or builds."""
+    cfg = run_config(study, variant)
+    if cfg.model.backbone.weights != PRETRAIN_WEIGHTS:
+        return None
+    spec = pretrain_spec(cfg)
+    blob = json.dumps({"dataset": spec.dataset, "root": spec.root, "image_size": spec.image_size,
+                       "backbone": spec.backbone, "settings": spec.settings}, sort_keys=True)
+    name = f"{Path(spec.root).name}-{spec.backbone['name']}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+    PRETRAINED.setdefault(name, run_overrides(study, variant, 0))
+    return f"{config['data_root']}/pretrained/{name}.pth"
+
+
+def pretrain_input(wildcards):
+    """A run's pretrained backbone as input; ancient(): the file is deterministic for its name, so a
+    re-made copy (e.g. after a code change re-ran the job) never retrains finished runs."""
+    path = pretrained_backbone(wildcards.study, wildcards.variant)
+    return [] if path is None else [ancient(path)]
+
+
+def pretrain_command(wildcards, output, threads):
+    """`groupdetr pretrain` for one pretrained-backbone file (found or built in the cache, copied out)."""
+    if wildcards.name not in PRETRAINED:
+        fail(f"no run of the selected studies uses the pretrained backbone {wildcards.name}")
+    return (f"OMP_NUM_THREADS={threads} {groupdetr_command()} pretrain -c {shlex.quote(preset()['recipe'])} "
+            f"{set_args(PRETRAINED[wildcards.name])} --out {shlex.quote(str(output[0]))}")
+
+
 def train_command(wildcards, threads):
     """One training run; through torchrun when the preset asks for more than one GPU."""
     run_config(wildcards.study, wildcards.variant)  # resolvable under this preset (one line if not)
@@ -155,6 +192,8 @@ def train_command(wildcards, threads):
                 if gpus > 1 else groupdetr_command())
     run = run_path(wildcards.study, wildcards.variant, int(wildcards.seed))
     overrides = run_overrides(wildcards.study, wildcards.variant, int(wildcards.seed))
+    weights = pretrained_backbone(wildcards.study, wildcards.variant)
+    overrides += [f"model.backbone.weights={weights}"] if weights is not None else []
     return (f"OMP_NUM_THREADS={threads} {launcher} train -c {shlex.quote(preset()['recipe'])} {set_args(overrides)} "
             f"--out {shlex.quote(str(run))}")
 

@@ -23,3 +23,31 @@ rule synth:
         "../envs/groupdetr.yaml"
     shell:
         "{params.command} > {log} 2>&1 && cp {params.manifest} {output}"
+
+
+# The pretrained backbone of runs whose config says model.backbone.weights: pretrain (the cpu presets): one
+# job per (dataset, backbone, pretext settings), before any training run that needs it; on a cluster it is
+# built once, not per job. The job finds or builds the entry of the content-addressed cache
+# (pretrain.cache) and copies the weights and their record out under a name the workflow knows upfront.
+
+
+rule pretrain:
+    input:
+        dataset_input,
+    output:
+        f"{config['data_root']}/pretrained/{{name}}.pth",
+    log:
+        f"{config['logs']}/pretrain/{{name}}.log",
+    benchmark:
+        f"{config['logs']}/benchmarks/pretrain/{{name}}.tsv"
+    params:
+        command=pretrain_command,
+    threads: 2  # one process; Snakemake caps this at --cores
+    resources:
+        gpu=min(preset()["gpus"], 1),
+        mem_mb=preset()["mem_mb"],
+        runtime=preset()["runtime"],
+    conda:
+        "../envs/groupdetr.yaml"
+    shell:
+        "{params.command} > {log} 2>&1"

@@ -5,6 +5,7 @@
 rule train:
     input:
         dataset_input,
+        pretrain_input,
     output:
         f"{config['runs']}/{{study}}/{{variant}}/seed{{seed}}/metrics.json",
     log:
