@@ -6,6 +6,8 @@ Subcommands:
     groupdetr train --config R [--set k=v] --out DIR  train (resumes; finished runs are kept)
     groupdetr eval RUN_OR_CKPT [--group g]            evaluate, any group alone
     groupdetr pretrain [--config R] [--out FILE]      box-only backbone pretraining (cached)
+    groupdetr chance [--config R]                     AP of the same boxes on every image (baseline)
+    groupdetr derive SRC OUT [--train N]              one-class box-only subset (a user's dataset, simulated)
     groupdetr synth [--config R] [--out DIR]          render the embedded benchmark
     groupdetr bench [...]                             speed/memory benchmark of the group mechanics
     groupdetr gather --study S --runs R --out DIR     one study's runs -> tables, figures (results/S)
@@ -75,6 +77,29 @@ def _cmd_pretrain(args) -> int:
     if args.out:
         path = export_copy(path, Path(args.out))
     print(summary_line(path, record, built))
+    return 0
+
+
+def _cmd_chance(args) -> int:
+    from groupdetr.data.coco import dataset_paths
+    from groupdetr.evaluation.chance import fixed_boxes_stats
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.data.root is None:
+        raise ConfigError("data.root is not set (the dataset root)")
+    _, train_ann = dataset_paths(cfg.data.dataset, cfg.data.root, "train")
+    _, val_ann = dataset_paths(cfg.data.dataset, cfg.data.root, "val")
+    stats = fixed_boxes_stats(train_ann, val_ann, args.boxes or cfg.postprocess.num_select, args.seed)
+    print(json.dumps(stats, indent=1, sort_keys=True))
+    return 0
+
+
+def _cmd_derive(args) -> int:
+    from groupdetr.data.derive import derive_dataset
+
+    summary = derive_dataset(args.src, args.out, dataset=args.dataset, num_train=args.train, num_val=args.val,
+                             one_class=args.one_class, box_only=args.box_only, seed=args.seed, force=args.force)
+    print(f"{args.out}: " + ", ".join(f"{s}: {c['images']} images, {c['annotations']} objects" for s, c in summary.items()))
     return 0
 
 
@@ -167,6 +192,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also copy the weights here (and the record to the same name .json)")
     p.add_argument("--force", action="store_true", help="pretrain again and replace the cache entry")
     p.set_defaults(func=_cmd_pretrain)
+    p = sub.add_parser("chance", help="AP of the fixed-boxes baseline (the same boxes on every image)",
+                       description="Cluster the training split's boxes per category (k-means, normalised cxcywh) into "
+                                   "postprocess.num_select fixed predictions and score them on the val split with the "
+                                   "models' COCO evaluation: the AP a detector gets without looking at the image.")
+    _add_config_args(p)
+    p.add_argument("--boxes", type=int, default=None, help="number of fixed boxes (default: postprocess.num_select)")
+    p.add_argument("--seed", type=int, default=0, help="k-means seed")
+    p.set_defaults(func=_cmd_chance)
+    p = sub.add_parser("derive", help="derive a smaller one-class, box-only dataset (a user's dataset, simulated)",
+                       description="Copy a seeded random subset of each split of a COCO-format dataset to OUT (synth "
+                                   "layout: data.dataset=synth data.root=OUT reads it), merging the categories into one "
+                                   "and keeping boxes only unless told otherwise.")
+    p.add_argument("src", help="dataset root")
+    p.add_argument("out", help="output root")
+    p.add_argument("--dataset", default="synth", help="layout of SRC: synth or coco")
+    p.add_argument("--train", type=int, default=None, help="training images to keep (default all)")
+    p.add_argument("--val", type=int, default=None, help="validation images to keep (default all)")
+    p.add_argument("--keep-classes", dest="one_class", action="store_false", help="keep the categories")
+    p.add_argument("--keep-labels", dest="box_only", action="store_false", help="keep masks and 3D labels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="replace OUT")
+    p.set_defaults(func=_cmd_derive)
     p = sub.add_parser("eval", help="evaluate a run directory or checkpoint (any group)",
                        description="Evaluate on the val split. --group g evaluates group g alone (paper Fig. 4); "
                                    "results go to <run>/eval/group{g}.json (or --out).")
