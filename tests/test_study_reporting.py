@@ -1,6 +1,7 @@
 """Gathering a study: long table, statistics, tables, figures, atomic output, CLI (fake run dirs)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -259,6 +260,10 @@ def test_flattening_point_and_per_group_summary(kruns):
     means = [np.mean([k_ap("K11", s) - 0.002 * g for s in (0, 1)]) for g in range(11)]
     assert groups["mean"].tolist() == pytest.approx(means)
     assert spread["median"] == pytest.approx(np.median(means)) and spread["half_range"] == pytest.approx(0.01)
+    g0 = groups.iloc[0]
+    inside = sum(g0["low"] <= m <= g0["high"] for m in means)
+    assert (spread["group0_low"], spread["group0_high"], spread["within_group0_ci"]) == (g0["low"], g0["high"], inside)
+    assert 1 <= inside < 11  # group 0 is inside its own CI; the fixture's groups drift by 0.002 each
     with pytest.raises(S.GatherError, match="per-group"):
         S.per_group_summary(kruns, "K3")
     pts = S.as_points(groups)
@@ -323,7 +328,7 @@ def test_gather_writes_every_file(tmp_path, assignment, kstudy, runs_root, aruns
     out = tmp_path / "results" / "ablation_assignment"
     paths = S.gather(assignment, runs_root, out)
     names = {p.name for p in paths}
-    assert names == {"runs.csv", "summary.csv", "effects.csv", "table.md", "table.tex", "README.md",
+    assert names == {"runs.csv", "summary.csv", "effects.csv", "comparisons.csv", "table.md", "table.tex", "README.md",
                      *(f"{k}.png" for k in assignment.figures)}
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
     for name in names:
@@ -333,13 +338,17 @@ def test_gather_writes_every_file(tmp_path, assignment, kstudy, runs_root, aruns
     assert len(runs) == len(aruns) and runs["value"].tolist() == pytest.approx(aruns["value"].tolist())
     pd.testing.assert_frame_equal(summary, S.summarize(aruns), check_dtype=False)
     readme = (out / "README.md").read_text()
-    assert "Table 7" in readme and "seeds [0, 1, 2]" in readme and S.NOT_COCO in readme
+    assert "Table 7" in readme and "seeds [0, 1, 2]" in readme and S.NOT_PAPER_DATA in readme  # it has comparisons
     assert "0123456789abcdef" in readme and "groupdetr gather --study ablation_assignment" in readme
     assert (out / "table.md").read_text() in readme
     assert [p for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
     k_out = tmp_path / "results" / "ablation_K"
     k_paths = S.gather(kstudy, runs_root, k_out, seeds=[0, 1])
     assert {p.name for p in k_paths} >= {"ap_vs_k.png", "per_group_ap.png", "ap_vs_epoch.png", "instability.png"}
+    k_readme = (k_out / "README.md").read_text()
+    assert "## Where AP flattens with K (paper Fig. 9)" in k_readme and "K = 6: no larger K" in k_readme
+    assert "## Every group alike (paper Fig. 4): K11" in k_readme and " of 11 groups" in k_readme
+    assert "Where AP flattens" not in readme and "Every group alike" not in readme  # Table 7 has neither
 
 
 def test_gather_fills_an_empty_out_dir_and_replaces_an_earlier_one(tmp_path, assignment, runs_root):
@@ -495,8 +504,13 @@ def test_new_studies_parse_and_resolve_against_a_recipe():
     c = dn.comparisons["dn_on_groups"]
     assert (c.a, c.b, c.metric, c.paper_table, c.paper_delta) == ("dab_group", "dab_dn_group", "bbox/AP", "Fig8", 1.5)
     assert {"segm/AP", "3d/NDS", "3d/mAP", "bbox/AP"} <= set(heads.metrics) and dn.metrics is None
-    for old in ("ablation_K", "ablation_assignment"):  # the existing studies declare neither
-        assert s[old].comparisons == {} and s[old].metrics is None
+    for old in ("ablation_K", "ablation_assignment"):  # box AP only: no metrics list
+        assert s[old].metrics is None
+    k = s["ablation_K"].comparisons["K11_over_K1"]
+    assert (k.a, k.b, k.paper_table, k.paper_delta) == ("K1", "K11", "Table3", 5.0)
+    t7 = {n: (c.a, c.b, c.paper_delta) for n, c in s["ablation_assignment"].comparisons.items()}
+    assert t7 == {"d_over_a": ("one_to_one", "group_detr", 5.0), "b_over_a": ("one_to_one", "naive_one_to_many", -24.2),
+                  "c_over_a": ("one_to_one", "group_shared_sa", 2.2), "d_over_c": ("group_shared_sa", "group_detr", 2.8)}
 
 
 _BASE = """\
@@ -661,8 +675,9 @@ def test_gather_of_a_study_with_comparisons(tmp_path, heads, dnstudy, runs_root,
     readme = (out / "README.md").read_text()
     seg = c.set_index("comparison").loc["seg"]
     assert ("| Instance segmentation: K=11 over K=1 | segm/AP | "
-            f"{100 * seg['diff']:+.1f} | [{100 * seg['low']:+.1f}, {100 * seg['high']:+.1f}] | 3, 3 | yes | Table6 | "
-            "+1.2 | yes |") in readme
+            f"{100 * seg['diff']:+.1f} | [{100 * seg['low']:+.1f}, {100 * seg['high']:+.1f}] | 3, 3 | yes | "
+            f"±{100 * seg['mde80']:.1f} | Table6 | +1.2 | yes |") in readme
+    assert seg["mde80"] > seg["high"] - seg["diff"]  # 80 % power needs more than the CI's half-width
     assert "## Comparisons the study reports" in readme and "Mask2Former R50 12 ep" in readme and table in readme
     assert S.NOT_PAPER_DATA in readme and S.NOT_COCO not in readme and "## Effects over" not in readme
     dn_out = tmp_path / "ablation_dn"
@@ -684,7 +699,7 @@ def test_gather_of_a_study_with_comparisons(tmp_path, heads, dnstudy, runs_root,
 def test_read_comparisons_says_why_it_has_none(tmp_path, assignment, runs_root):
     with pytest.raises(S.GatherError, match="not been gathered yet"):
         S.read_comparisons(tmp_path / "ablation_heads")
-    S.gather(assignment, runs_root, tmp_path / "a", seeds=[0])
+    S.gather(dataclasses.replace(assignment, comparisons={}), runs_root, tmp_path / "a", seeds=[0])
     with pytest.raises(S.GatherError, match="declares no comparisons"):
         S.read_comparisons(tmp_path / "a")
 

@@ -88,7 +88,7 @@ COLUMNS = PROVENANCE + ("evaluation", "epoch", "metric", "value")
 TABLE_METRICS = ("bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl")
 #: columns of :func:`comparisons_table` (``comparisons.csv``), in order.
 COMPARISON_COLUMNS = ("comparison", "label", "a", "b", "metric", "n_a", "n_b", "mean_a", "mean_b", "diff", "low",
-                      "high", "dof", "p_value", "significant", "sign", "paper_table", "paper_delta", "paper_note",
+                      "high", "dof", "p_value", "significant", "mde80", "sign", "paper_table", "paper_delta", "paper_note",
                       "sign_match", "confirms_paper")
 #: the warning every result on the embedded benchmark carries.
 NOT_COCO = ("AP on the embedded benchmark is not COCO AP: compare effects between variants, "
@@ -374,14 +374,16 @@ def effect(runs: pd.DataFrame, a: str, b: str, metric: str = "bbox/AP", evaluati
     """mean(b) - mean(a) over seeds with a Welch CI (unequal variances, Welch-Satterthwaite dof).
 
     Returns ``diff``, ``low``, ``high``, ``n_a``, ``n_b``, ``mean_a``, ``mean_b``, ``dof``, ``p_value``
-    (two-sided Welch t-test) and ``significant`` (the CI excludes 0; False when it is unknown, i.e.
-    a side has fewer than two seeds).
+    (two-sided Welch t-test), ``significant`` (the CI excludes 0; False when it is unknown, i.e.
+    a side has fewer than two seeds) and ``mde80``: the power reached, as the smallest true difference
+    this design (these seeds, the observed spreads) detects with 80 % power at the CI's level,
+    ``(t_{1 - alpha/2} + t_{0.8}) * se`` (NaN when unknown).
     """
     xa, xb = _values(runs, a, metric, evaluation_a), _values(runs, b, metric, evaluation_b)
     na, nb = len(xa), len(xb)
     ma, mb = (float(xa.mean()) if na else math.nan), (float(xb.mean()) if nb else math.nan)
     diff = mb - ma
-    low = high = dof = p = math.nan
+    low = high = dof = p = mde = math.nan
     if na > 1 and nb > 1:
         va, vb = xa.var(ddof=1) / na, xb.var(ddof=1) / nb
         se = math.sqrt(va + vb)
@@ -393,10 +395,11 @@ def effect(runs: pd.DataFrame, a: str, b: str, metric: str = "bbox/AP", evaluati
             half = float(st.t.ppf(0.5 + level / 2, dof)) * se
             low, high = diff - half, diff + half
             p = float(2 * st.t.sf(abs(diff) / se, dof))
+            mde = float(st.t.ppf(0.5 + level / 2, dof) + st.t.ppf(0.8, dof)) * se
     significant = bool(np.isfinite(low) and (low > 0 or high < 0))
     return {"a": a, "b": b, "metric": metric, "evaluation_a": evaluation_a, "evaluation_b": evaluation_b,
             "mean_a": ma, "mean_b": mb, "diff": diff, "low": low, "high": high, "n_a": na, "n_b": nb,
-            "dof": dof, "p_value": p, "significant": significant}
+            "dof": dof, "p_value": p, "significant": significant, "mde80": mde}
 
 
 def _arms(runs: pd.DataFrame, include_groups: bool = False) -> list[tuple[str, str]]:
@@ -461,14 +464,14 @@ def comparisons_table(runs: pd.DataFrame, comparisons: Mapping[str, Comparison] 
             if {c.a, c.b} <= present:
                 e = effect(runs, c.a, c.b, c.metric)
                 row.update({k: e[k] for k in ("n_a", "n_b", "mean_a", "mean_b", "diff", "low", "high", "dof",
-                                              "p_value", "significant")})
+                                              "p_value", "significant", "mde80")})
             else:
                 sides = {}
                 for side, v in (("a", c.a), ("b", c.b)):
                     x = _values(final, v, c.metric, "final") if v in present else np.array([])
                     sides[f"n_{side}"], sides[f"mean_{side}"] = len(x), (float(x.mean()) if len(x) else math.nan)
                 row.update(sides, diff=math.nan, low=math.nan, high=math.nan, dof=math.nan, p_value=math.nan,
-                           significant=False)
+                           significant=False, mde80=math.nan)
         except GatherError as err:
             raise GatherError(f"comparison {c.name}: {err}") from None
         diff = row["diff"]
@@ -531,6 +534,11 @@ def per_group_summary(runs: pd.DataFrame, variant: str, metric: str = "bbox/AP")
     means = table["mean"].to_numpy()
     spread = {"median": float(np.median(means)), "min": float(means.min()), "max": float(means.max()),
               "half_range": float((means.max() - means.min()) / 2), "num_groups": len(table)}
+    if (table["group"] == 0).any():  # paper Fig. 4: every group alike = each group's mean inside group 0's seed CI
+        g0 = table[table["group"] == 0].iloc[0]
+        inside = (table["mean"] >= g0["low"]) & (table["mean"] <= g0["high"])
+        spread.update(group0_low=float(g0["low"]), group0_high=float(g0["high"]),
+                      within_group0_ci=int(inside.sum()))
     return table, spread
 
 
@@ -875,9 +883,42 @@ def _comparisons_markdown(table: pd.DataFrame) -> str:
         "n": [f"{a}, {b}" for a, b in zip(table["n_a"], table["n_b"])],
         "Significant": ["yes" if sig else ("–" if not np.isfinite(d) else "no")
                         for sig, d in zip(table["significant"], table["diff"])],
+        "Detectable (80 % power)": [f"±{100 * m:.1f}" if np.isfinite(m) else "–" for m in table["mde80"]],
         "Paper": table["paper_table"].fillna("–"), "Paper Δ": [_signed(d) for d in table["paper_delta"]],
         "Same sign": [yes_no(v) for v in table["sign_match"]]})
     return to_markdown(shown)
+
+
+def _k_and_groups_markdown(runs: pd.DataFrame, metric: str = "bbox/AP") -> list[str]:
+    """README sections of a K sweep (where AP-vs-K flattens, paper Fig. 9) and of per-group evaluations
+    (every group alike, paper Fig. 4); nothing for studies that have neither."""
+    lines: list[str] = []
+    final = runs[(runs["evaluation"] == "final") & (runs["metric"] == metric)]
+    per_k = final.groupby("num_groups")["variant"].nunique() if "num_groups" in final else pd.Series(dtype=int)
+    if len(per_k) > 2 and (per_k == 1).all():
+        flat = flattening_point(runs, metric)
+        where = (f"K = {flat['k']}: no larger K is significantly below the best (K = {flat['best_k']})"
+                 if flat["k"] is not None else "not judged (a K has fewer than two seeds)")
+        lines += ["## Where AP flattens with K (paper Fig. 9)", "", f"{where}; Welch 95 % CI of each K's "
+                  f"difference to the best K, {metric} x 100:", "",
+                  to_markdown(pd.DataFrame({
+                      "K": flat["table"]["K"], "mean": [f"{100 * m:.1f}" for m in flat["table"]["mean"]],
+                      "diff to best [95 % CI]": [f"{_signed(d)} [{_signed(lo)}, {_signed(hi)}]"
+                                                 for d, lo, hi in zip(flat["table"]["diff_to_best"],
+                                                                      flat["table"]["low"], flat["table"]["high"])],
+                      "below best": ["yes" if b else "no" for b in flat["table"]["below_best"]]})).rstrip("\n"), ""]
+    grouped = runs[runs["evaluation"].astype(str).str.match(_GROUP_EVAL) & (runs["metric"] == metric)]
+    for variant in dict.fromkeys(grouped["variant"]):
+        table, spread = per_group_summary(runs, variant, metric)
+        if "within_group0_ci" not in spread:
+            continue
+        lines += [f"## Every group alike (paper Fig. 4): {variant}", "",
+                  f"Each of the {spread['num_groups']} groups evaluated alone: median {100 * spread['median']:.2f}, "
+                  f"range {100 * spread['min']:.2f} to {100 * spread['max']:.2f} (± {100 * spread['half_range']:.2f}); "
+                  f"group 0's seed 95 % CI [{100 * spread['group0_low']:.2f}, {100 * spread['group0_high']:.2f}] "
+                  f"holds the mean of {spread['within_group0_ci']} of {spread['num_groups']} groups "
+                  "(paper: 37.5 ± 0.1 mAP over 11 groups).", ""]
+    return lines
 
 
 def _readme(study: Study, runs: pd.DataFrame, table: pd.DataFrame, effects: pd.DataFrame, runs_root: Path,
@@ -916,7 +957,8 @@ def _readme(study: Study, runs: pd.DataFrame, table: pd.DataFrame, effects: pd.D
     if comparisons is not None:
         lines += ["## Comparisons the study reports", "",
                   "Ours: mean(b) - mean(a) of the final metric over seeds, x 100, with a Welch 95 % CI; significant = "
-                  "the CI excludes 0. Paper Δ: the paper's reported difference (COCO / nuScenes, the paper's "
+                  "the CI excludes 0; detectable: the smallest true difference these seeds detect with 80 % "
+                  "power. Paper Δ: the paper's reported difference (COCO / nuScenes, the paper's "
                   "detectors): compare the sign, not the size.", "",
                   _comparisons_markdown(comparisons).rstrip("\n"), ""]
         notes = [f"- `{r.comparison}` ({r.label}): {r.b} - {r.a}; paper {r.paper_table}: {r.paper_note}"
@@ -933,6 +975,7 @@ def _readme(study: Study, runs: pd.DataFrame, table: pd.DataFrame, effects: pd.D
                         for lo, hi in zip(effects["low"], effects["high"])],
             "significant": ["yes" if s else "no" for s in effects["significant"]]})
         lines += [to_markdown(eff).rstrip("\n"), ""]
+    lines += _k_and_groups_markdown(runs)
     lines += ["## Files", "",
               "- `runs.csv`: long table, one row per (variant, seed, evaluation, epoch, metric), with provenance",
               "- `summary.csv`: n, mean, std, sem, 95 % CI per (variant, evaluation, metric)",
