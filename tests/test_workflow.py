@@ -1,6 +1,7 @@
 """The Snakemake workflow: lint, dry runs of the default targets, a tiny end-to-end run, refusals."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def test_dry_run_of_the_default_targets(tmp_path, target):
     """The user's command as written (default config, cpu preset) plans every run and evaluation."""
     proc = snakemake("-n", "--cores", "all", *([target] if target else []), cwd=tmp_path)
     jobs = job_counts(proc.stdout)
-    assert jobs["synth"] == 1
+    assert jobs["synth"] == 1 and jobs["pretrain"] == 1  # one pretrained backbone for every run
     if target == "results/ablation_K":
         assert jobs["train"] == 33 and jobs["evaluate"] == 33  # K = 1..11 x 3 seeds; every group of K=11 alone
     if target == "results/ablation_assignment":
@@ -63,7 +64,8 @@ def test_tiny_config_keeps_its_job_set(tmp_path):
     jobs = job_counts(snakemake("-n", "--cores", "2", *tiny_config(tmp_path), cwd=tmp_path / "wd").stdout)
     # K1, K11, naive o2m, Group DETR, seg K11, 3D K1, DAB+DN+groups at seed 0; every group of K11 and naive
     # o2m + NMS; every notebook
-    assert jobs == {"synth": 1, "train": 7, "evaluate": 12, "gather": 4, "notebook": 5, "all": 1, "total": 30}
+    assert jobs == {"synth": 1, "pretrain": 1, "train": 7, "evaluate": 12, "gather": 4, "notebook": 5, "all": 1,
+                    "total": 31}
 
 
 def test_paper_preset_is_one_switch(tmp_path):
@@ -73,6 +75,7 @@ def test_paper_preset_is_one_switch(tmp_path):
     assert "-c paper_cdetr_r50_12ep" in proc.stdout and f"data.root={coco}" in proc.stdout
     assert "torch.distributed.run --standalone --nproc-per-node 8" in proc.stdout
     assert "rule synth" not in proc.stdout  # COCO is read in place
+    assert "rule pretrain" not in proc.stdout  # ImageNet weights from the user's file, no pretext pretraining
 
 
 @pytest.mark.parametrize("config, message", [
@@ -144,6 +147,18 @@ def test_tiny_workflow_end_to_end(tmp_path):
     fourth = snakemake("--cores", "2", *tiny_config(tmp_path), cwd=tmp_path / "wd")
     assert "Nothing to be done" in fourth.stdout + fourth.stderr
     assert (res / "ablation_K" / "runs.csv").stat().st_mtime_ns == before
+
+    # Every run started from the one pretrained backbone, recorded in its manifest; the pretrain job rerun
+    # (its copy deleted) finds the cache entry and pretrains nothing, and the re-made copy retrains nothing.
+    (weights,) = (tmp_path / "synth" / "pretrained").glob("*.pth")
+    manifests = [json.loads(m.read_text()) for m in (tmp_path / "runs").rglob("manifest.json")]
+    assert len(manifests) == 7 and all(m["backbone_weights"]["path"] == str(weights) for m in manifests)
+    assert {m["backbone_weights"]["pretrain"]["steps"] for m in manifests} == {2}
+    weights.unlink()
+    snakemake("--cores", "2", str(weights), *tiny_config(tmp_path), cwd=tmp_path / "wd")
+    assert "found in the cache" in next((tmp_path / "logs" / "pretrain").glob("*.log")).read_text()
+    fifth = snakemake("--cores", "2", *tiny_config(tmp_path), cwd=tmp_path / "wd")
+    assert "Nothing to be done" in fifth.stdout + fifth.stderr
 
 
 def test_conda_requirements_match_the_lock():

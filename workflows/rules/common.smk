@@ -152,21 +152,29 @@ def groupdetr_command():
 PRETRAINED = {}
 
 
-def pretrained_backbone(study, variant):
-    """The pretrained-backbone file a run starts from, or None when its config does not ask for one
-    (``model.backbone.weights: pretrain``). Its name is a hash of everything the pretraining depends on
-    that is known before the dataset exists (dataset location, image size, backbone architecture,
-    ``pretrain.*``), so the same inputs share one file and one job; the file is a copy of the
-    content-addressed cache entry that ``groupdetr pretrain`` finds or builds."""
-    cfg = run_config(study, variant)
+def pretrained_file(cfg, overrides):
+    """The pretrained-backbone file a run of ``cfg`` (made by ``overrides`` over the preset's recipe) starts
+    from, or None when the config does not ask for one (``model.backbone.weights: pretrain``). Its name is a
+    hash of everything the pretraining depends on that is known before the dataset exists (dataset location,
+    image size, backbone architecture, ``pretrain.*``), so the same inputs share one file and one job; the
+    file is a copy of the content-addressed cache entry that ``groupdetr pretrain`` finds or builds."""
     if cfg.model.backbone.weights != PRETRAIN_WEIGHTS:
         return None
     spec = pretrain_spec(cfg)
     blob = json.dumps({"dataset": spec.dataset, "root": spec.root, "image_size": spec.image_size,
                        "backbone": spec.backbone, "settings": spec.settings}, sort_keys=True)
     name = f"{Path(spec.root).name}-{spec.backbone['name']}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
-    PRETRAINED.setdefault(name, run_overrides(study, variant, 0))
+    PRETRAINED.setdefault(name, list(overrides))
     return f"{config['data_root']}/pretrained/{name}.pth"
+
+
+def pretrained_backbone(study, variant):
+    """The pretrained-backbone file of a study's variant, or None (see pretrained_file)."""
+    return pretrained_file(run_config(study, variant), run_overrides(study, variant, 0))
+
+
+# The preset's own pretrained backbone is known at parse time, so its file is a target of its own.
+pretrained_file(load_config(preset()["recipe"], base_overrides()), base_overrides())
 
 
 def pretrain_input(wildcards):
