@@ -346,6 +346,12 @@ def test_gather_writes_every_file(tmp_path, assignment, kstudy, runs_root, aruns
     k_paths = S.gather(kstudy, runs_root, k_out, seeds=[0, 1])
     assert {p.name for p in k_paths} >= {"ap_vs_k.png", "per_group_ap.png", "ap_vs_epoch.png", "instability.png"}
     k_readme = (k_out / "README.md").read_text()
+    epochs = S.per_epoch_table(S.read_gathered(k_out)[0])
+    assert epochs["variant"].tolist()[:2] == ["K1", "K2"] and (epochs["n"] == 2).all()
+    k11 = S.read_gathered(k_out)[0].query("variant == 'K11' and evaluation == 'epoch' and metric == 'bbox/AP'")
+    last = int(k11["epoch"].max())
+    assert epochs.set_index("variant").loc["K11", last] == pytest.approx(k11[k11["epoch"] == last]["value"].mean())
+    assert "## bbox/AP x 100 per epoch (mean over seeds)" in k_readme
     assert "## Where AP flattens with K (paper Fig. 9)" in k_readme and "K = 6: no larger K" in k_readme
     assert "## Every group alike (paper Fig. 4): K11" in k_readme and " of 11 groups" in k_readme
     assert "Where AP flattens" not in readme and "Every group alike" not in readme  # Table 7 has neither

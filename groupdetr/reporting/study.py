@@ -57,6 +57,7 @@ __all__ = [
     "comparisons_table",
     "flattening_point",
     "per_group_summary",
+    "per_epoch_table",
     "as_points",
     "results_table",
     "to_markdown",
@@ -520,6 +521,23 @@ def flattening_point(runs: pd.DataFrame, metric: str = "bbox/AP", evaluation: st
     return {"k": k_flat, "best_k": best_k, "metric": metric, "table": table}
 
 
+def per_epoch_table(runs: pd.DataFrame, metric: str = "bbox/AP") -> pd.DataFrame:
+    """``metric`` of every epoch logged in ``log.jsonl``, mean over seeds: one row per variant (study
+    order, with ``label`` and ``n`` seeds), one column per epoch (convergence in numbers)."""
+    sel = runs[(runs["evaluation"] == "epoch") & (runs["metric"] == metric)]
+    if sel.empty:
+        raise GatherError(f"no {metric} per epoch in the gathered runs")
+    order = list(dict.fromkeys(runs["variant"]))
+    means = sel.pivot_table(index="variant", columns="epoch", values="value", aggfunc="mean")
+    n = sel.groupby("variant")["seed"].nunique()
+    labels = _labels(runs)
+    table = means.reindex([v for v in order if v in means.index])
+    table.columns = [int(c) for c in table.columns]
+    table.insert(0, "n", n.reindex(table.index).astype(int))
+    table.insert(0, "label", [labels.get(v, v) for v in table.index])
+    return table.reset_index()
+
+
 def per_group_summary(runs: pd.DataFrame, variant: str, metric: str = "bbox/AP") -> tuple[pd.DataFrame, dict]:
     """Each group of ``variant`` evaluated alone (paper Fig. 4): per group n, mean, ci95, low, high,
     and a dict of the spread over groups of the group means: median, min, max, half_range
@@ -889,6 +907,18 @@ def _comparisons_markdown(table: pd.DataFrame) -> str:
     return to_markdown(shown)
 
 
+def _per_epoch_markdown(runs: pd.DataFrame, metric: str = "bbox/AP") -> list[str]:
+    """README section: ``metric`` x 100 per epoch, mean over seeds (nothing if no epoch was evaluated)."""
+    try:
+        table = per_epoch_table(runs, metric)
+    except GatherError:
+        return []
+    shown = pd.DataFrame({"Variant": table["label"], "n": table["n"],
+                          **{f"ep {c}": [f"{100 * v:.1f}" if np.isfinite(v) else "–" for v in table[c]]
+                             for c in table.columns if isinstance(c, int)}})
+    return [f"## {metric} x 100 per epoch (mean over seeds)", "", to_markdown(shown).rstrip("\n"), ""]
+
+
 def _k_and_groups_markdown(runs: pd.DataFrame, metric: str = "bbox/AP") -> list[str]:
     """README sections of a K sweep (where AP-vs-K flattens, paper Fig. 9) and of per-group evaluations
     (every group alike, paper Fig. 4); nothing for studies that have neither."""
@@ -976,6 +1006,7 @@ def _readme(study: Study, runs: pd.DataFrame, table: pd.DataFrame, effects: pd.D
             "significant": ["yes" if s else "no" for s in effects["significant"]]})
         lines += [to_markdown(eff).rstrip("\n"), ""]
     lines += _k_and_groups_markdown(runs)
+    lines += _per_epoch_markdown(runs)
     lines += ["## Files", "",
               "- `runs.csv`: long table, one row per (variant, seed, evaluation, epoch, metric), with provenance",
               "- `summary.csv`: n, mean, std, sem, 95 % CI per (variant, evaluation, metric)",
