@@ -789,3 +789,14 @@ def test_fig8_comparison_flags_an_effect_of_the_other_sign(tmp_path, reported, d
     assert bad["confirms_paper"].tolist() == [True, True, False, False, True]
     one = effects_vs_paper(fig8(reported).assign(metric="bbox/AP"), S.collect(dnstudy, tmp_path, seeds=[0]))
     assert one["sign_match"].notna().all() and one["confirms_paper"].isna().all()
+
+
+def test_a_pretrained_variant_matches_the_file_the_workflow_passed(tmp_path):
+    from groupdetr.reporting.study import _check_overrides
+
+    cfg = {"model": {"backbone": {"weights": "data/synth/pretrained/x.pth"}, "num_groups": 1}}
+    _check_overrides(cfg, ["model.backbone.weights=pretrain", "model.num_groups=1"], tmp_path)
+    with pytest.raises(S.GatherError, match="holds another variant"):
+        _check_overrides(cfg, ["model.backbone.weights=null"], tmp_path)
+    with pytest.raises(S.GatherError, match="holds another variant"):
+        _check_overrides({"model": {"backbone": {"weights": None}}}, ["model.backbone.weights=pretrain"], tmp_path)

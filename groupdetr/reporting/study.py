@@ -171,13 +171,18 @@ def _override_value(overrides: Iterable[str], key: str) -> tuple[bool, Any]:
 
 
 def _check_overrides(cfg: dict, overrides: Sequence[str], path: Path) -> None:
-    """A run directory must hold the variant it is filed under: each override's value is in its config."""
+    """A run directory must hold the variant it is filed under: each override's value is in its config
+    (``model.backbone.weights: pretrain`` matches the pretrained file's path the workflow passes instead)."""
+    from groupdetr.config import PRETRAIN_WEIGHTS
+
     for item in overrides:
         key, _, text = item.partition("=")
         want = yaml.safe_load(text)
         have = _get(cfg, key, path)
         if isinstance(want, (list, tuple)):
             want = list(want)
+        if key.strip() == "model.backbone.weights" and want == PRETRAIN_WEIGHTS and isinstance(have, str):
+            continue  # the workflow hands every such run the pretrained file itself (its path)
         if have != want and not (_is_number(have) and _is_number(want) and math.isclose(have, want)):
             raise GatherError(f"{path}: {key} is {have!r} but the variant sets {want!r}; "
                               f"this run directory holds another variant")
