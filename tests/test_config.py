@@ -29,6 +29,12 @@ def test_overrides_are_typed():
     assert c.model.num_groups == 3 and c.postprocess.nms_iou == 0.7 and c.model.backbone.channels == (8, 16)
     assert isinstance(load_config("cpu_small", ["optim.lr=1"]).optim.lr, float)
     assert load_config("cpu_small", ["postprocess.nms_iou=null"]).postprocess.nms_iou is None
+    # YAML 1.1 reads 1e-3 (no dot) as a string: as users write it, it is a float all the same
+    o = load_config("cpu_small", ["optim.lr=1e-3", "optim.lr_backbone=2E-4", "optim.weight_decay=+5e-05"]).optim
+    assert (o.lr, o.lr_backbone, o.weight_decay) == (1e-3, 2e-4, 5e-5)
+    for bad in ("1e", "e-3", "abc", "1.2.3"):
+        with pytest.raises(ConfigError, match="optim.lr: expected float"):
+            load_config("cpu_small", [f"optim.lr={bad}"])
 
 
 def test_config_hash_tracks_content():
