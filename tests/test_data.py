@@ -486,7 +486,7 @@ def test_loader_batches_feed_the_detector_and_criterion(tmp_path):
         "cpu_small",
         [f"data.root={tmp_path}", "data.image_size=48", "model.hidden_dim=32", "model.nheads=2",
          "model.enc_layers=1", "model.dec_layers=1", "model.dim_feedforward=32", "model.num_queries=4",
-         "model.num_groups=2", "model.backbone.channels=[8,16,16]"],
+         "model.num_groups=2", "model.backbone.channels=[8,16,16]", "model.backbone.weights=null"],
     )
     torch.manual_seed(0)
     model, criterion, _ = build_all(cfg)
