@@ -97,9 +97,10 @@ def test_a_variant_the_preset_cannot_resolve_stops_only_its_study(tmp_path):
     studies = tmp_path / "studies.yaml"
     studies.write_text("good:\n  variants:\n    a: {overrides: {model.num_groups: 2}}\n"
                        "bad:\n  variants:\n    b: {overrides: {model.num_grups: 2}}\n")
-    ok = snakemake("-n", "--cores", "1", "results/good", "--config", f"studies={studies}", cwd=tmp_path)
+    own = ["--config", f"studies={studies}", "default_studies=[good]"]  # another studies file names its own defaults
+    ok = snakemake("-n", "--cores", "1", "results/good", *own, cwd=tmp_path)
     assert job_counts(ok.stdout)["train"] == 1
-    proc = snakemake("-n", "--cores", "1", "results/bad", "--config", f"studies={studies}", cwd=tmp_path, check=False)
+    proc = snakemake("-n", "--cores", "1", "results/bad", *own, cwd=tmp_path, check=False)
     assert proc.returncode != 0
     assert "study bad, variant b: unknown config key 'model.num_grups'" in proc.stderr, proc.stderr[-2000:]
 
