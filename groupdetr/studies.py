@@ -14,6 +14,7 @@ embedded benchmark and on COCO. Format (``workflows/config/studies.yaml``)::
       sweep: {key: model.num_groups, values: [1, 2, 3], name: "K{value}"}   # generated variants
       variants:                           # explicit variants (either or both)
         group_detr: {label: "Group DETR", paper_row: "(d)", overrides: {}}
+        baseline: {overrides: {model.num_groups: 1}, reuse: other_study/K1}   # its runs: see below
       evaluations:
         per_group: {variants: [K11], groups: all}                 # eval/group{g}.json, g = 0..K-1
         nms: {variants: [naive_o2m], overrides: {postprocess.nms_iou: 0.7}}   # eval/nms.json
@@ -42,9 +43,17 @@ reported delta (``paper.delta``, in the paper's points, e.g. 1.5 mAP; optional) 
 and a section of the study's ``README.md``. ``paper.table`` names the artefact as in
 ``results/paper/reported.csv`` (``Table5``, ``Fig8`` ...); ``paper.note`` says where the delta comes from.
 
-Run directories are ``{runs}/{study}/{variant}/seed{seed}`` (the engine's run-directory contract);
-extra evaluations land in ``<run>/eval/{name}.json``. Every error is one :class:`StudyError` line
-naming the study and the key.
+**Reused runs**: a variant that is the same experiment as another study's variant (the one-to-one
+baseline is ``ablation_K``'s K1, Table 7's row (a), and the heads study's 2D K=1) says so with
+``reuse: <study>/<variant>``; its runs are that variant's runs, trained once under that study's directory
+and read by both studies. It still spells its own overrides, and they must resolve to exactly the same config
+as the reused variant's under the workflow's preset (checked by :func:`check_reuse`, one line naming the first
+key that differs), so a reuse can never silently stand for another experiment. A reusing variant declares no
+extra evaluations of its own (they belong to the study that owns the runs) and cannot itself be reused.
+
+Run directories are ``{runs}/{study}/{variant}/seed{seed}`` (the engine's run-directory contract;
+:meth:`Study.run_path` follows reuses); extra evaluations land in ``<run>/eval/{name}.json``. Every error
+is one :class:`StudyError` line naming the study and the key.
 """
 from __future__ import annotations
 
@@ -68,6 +77,7 @@ __all__ = [
     "load_studies",
     "run_dir",
     "override_args",
+    "check_reuse",
 ]
 
 #: figure kinds a study may ask for (drawn by ``groupdetr.reporting.study``).
@@ -101,6 +111,7 @@ class Variant:
     overrides: tuple[str, ...]  # dotted key=value, after the study's common overrides
     label: str
     paper_row: str | None = None
+    reuse: tuple[str, str] | None = None  # (study, variant) whose runs these are
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,11 @@ class Study:
     figures: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: tuple[str, ...] | None = None  # the gathered table's columns (None: the six bbox APs)
     comparisons: dict[str, Comparison] = field(default_factory=dict)
+
+    def run_path(self, runs_root: str | Path, variant: str, seed: int) -> Path:
+        """The run directory of ``variant`` at ``seed``: its own, or that of the variant it reuses."""
+        reuse = self.variants[variant].reuse
+        return run_dir(runs_root, *(reuse or (self.name, variant)), seed)
 
     def evaluations_for(self, variant: str, num_groups: int) -> list[Evaluation]:
         """The extra evaluations of ``variant`` (whose model has ``num_groups`` groups), in order."""
@@ -247,12 +263,19 @@ def _parse_study(name: str, spec: Any) -> Study:
             variants[vname] = Variant(vname, tuple(override_args(overrides)), label=vname)
     for vname, vspec in (spec.get("variants") or {}).items():
         vspec = vspec or {}
-        _expect(isinstance(vspec, dict) and set(vspec) <= {"label", "paper_row", "overrides"},
-                f"{where}: variant {vname}: keys are label, paper_row, overrides")
+        _expect(isinstance(vspec, dict) and set(vspec) <= {"label", "paper_row", "overrides", "reuse"},
+                f"{where}: variant {vname}: keys are label, paper_row, overrides, reuse")
         _expect(vname not in variants, f"{where}: variant {vname} defined twice")
+        reuse = vspec.get("reuse")
+        if reuse is not None:
+            parts = reuse.split("/") if isinstance(reuse, str) else []
+            _expect(len(parts) == 2 and all(_NAME.match(p) for p in parts),
+                    f"{where}: variant {vname}: reuse must read <study>/<variant>, e.g. ablation_K/K1")
+            _expect(parts[0] != name, f"{where}: variant {vname}: reuse names its own study")
+            reuse = (parts[0], parts[1])
         overrides = {**common, **(vspec.get("overrides") or {})}
         variants[vname] = Variant(vname, tuple(override_args(overrides)), label=str(vspec.get("label", vname)),
-                                  paper_row=vspec.get("paper_row"))
+                                  paper_row=vspec.get("paper_row"), reuse=reuse)
     _expect(bool(variants), f"{where}: no variants (give sweep or variants)")
     for vname in variants:
         _expect(bool(_NAME.match(vname)), f"{where}: variant name {vname!r} must be letters, digits, '_', '.', '+' or '-'")
@@ -264,6 +287,9 @@ def _parse_study(name: str, spec: Any) -> Study:
                 f"{where}: evaluations.{ename}: keys are variants (required), groups, overrides")
         for v in espec["variants"]:
             _expect(v in variants, f"{where}: evaluations.{ename}: unknown variant {v!r}")
+            _expect(variants[v].reuse is None,
+                    f"{where}: evaluations.{ename}: variant {v} reuses the runs of {'/'.join(variants[v].reuse or ())}; "
+                    f"declare its evaluations in that study")
         groups = espec.get("groups")
         _expect(groups is None or groups == "all" or (isinstance(groups, list) and all(isinstance(g, int) for g in groups)),
                 f"{where}: evaluations.{ename}.groups must be 'all' or a list of group indices")
@@ -315,11 +341,49 @@ def load_studies(path: str | Path, recipe: str | None = None, preset_overrides: 
     if not isinstance(data, dict) or not data:
         raise StudyError(f"{path}: expected a mapping of study names to studies")
     studies = {name: _parse_study(str(name), spec) for name, spec in data.items()}
+    for study in studies.values():
+        for v in study.variants.values():
+            if v.reuse is None:
+                continue
+            where = f"study {study.name}, variant {v.name}: reuse {'/'.join(v.reuse)}"
+            _expect(v.reuse[0] in studies, f"{where}: no such study")
+            target = studies[v.reuse[0]].variants.get(v.reuse[1])
+            _expect(target is not None, f"{where}: study {v.reuse[0]} has no such variant")
+            _expect(target.reuse is None, f"{where}: that variant reuses {'/'.join(target.reuse or ())} itself; "
+                                          f"name the study that owns the runs")
     if recipe is not None:
+        resolved = {}
         for study in studies.values():
             for v in study.variants.values():
                 try:
-                    load_config(recipe, list(preset_overrides or []) + list(v.overrides))
+                    resolved[study.name, v.name] = load_config(recipe, list(preset_overrides or []) + list(v.overrides))
                 except ConfigError as e:
                     raise StudyError(f"study {study.name}, variant {v.name}: {e}") from None
+        for study in studies.values():
+            for v in study.variants.values():
+                if v.reuse is not None:
+                    check_reuse(study.name, v.name, v.reuse, resolved[study.name, v.name], resolved[v.reuse])
     return studies
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{dotted key: leaf value}``."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def check_reuse(study: str, variant: str, reuse: tuple[str, str], config: Any, reused_config: Any) -> None:
+    """Refuse a reuse whose two resolved configs (:class:`~groupdetr.config.Config`) differ: one line naming
+    the study, the variant and the first dotted key whose values differ."""
+    from groupdetr.config import to_dict
+
+    mine, theirs = _flat(to_dict(config)), _flat(to_dict(reused_config))
+    for key in sorted(set(mine) | set(theirs)):
+        if mine.get(key) != theirs.get(key):
+            raise StudyError(f"study {study}, variant {variant}: reuse {'/'.join(reuse)}: the configs differ at "
+                             f"{key} ({mine.get(key)!r} here, {theirs.get(key)!r} there); a reused run must be the "
+                             f"same experiment")

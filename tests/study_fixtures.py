@@ -2,6 +2,7 @@
 notebook tests: no training, every file written with the schemas ``groupdetr train``/``eval`` use."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -133,7 +134,13 @@ def make_study_runs(runs_root: str | Path, study: Study, seeds: Sequence[int] | 
 
 
 def studies() -> dict[str, Study]:
-    return load_studies(STUDIES)
+    """The project's studies, every ``reuse`` dropped: each study's fake runs then carry that study's own
+    synthetic truths (Table 7's, the heads') under its own directory. Reuse is tested on its own."""
+    out = {}
+    for name, study in load_studies(STUDIES).items():
+        variants = {v: dataclasses.replace(var, reuse=None) for v, var in study.variants.items()}
+        out[name] = dataclasses.replace(study, variants=variants)
+    return out
 
 
 # Synthetic truths with the paper's qualitative shape (Table 7, Fig. 9), small seed noise.

@@ -32,7 +32,8 @@ def all_studies():
 
 @pytest.fixture(scope="module")
 def assignment(all_studies):
-    return all_studies["ablation_assignment"]
+    """Table 7 at the fixtures' three seeds (the project's study has five)."""
+    return dataclasses.replace(all_studies["ablation_assignment"], seeds=tuple(SEEDS))
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_rows_carry_provenance_and_the_right_values(aruns, runs_root):
     assert row["config_hash"] == manifest["config_hash"] and row["git_commit"] == manifest["git_commit"]
     assert row["groupdetr_version"] == "0.1.0" and row["world_size"] == 1 and row["epochs"] == EPOCHS
     o2o = final[final["variant"] == "one_to_one"].iloc[0]
-    assert o2o["num_groups"] == 1 and o2o["assignment"] == "one_to_one" and math.isnan(o2o["nms_iou"])
+    assert o2o["num_groups"] == 1 and o2o["assignment"] == "group" and math.isnan(o2o["nms_iou"])
     nms = aruns[aruns["evaluation"] == "nms"]
     assert (nms["nms_iou"] == 0.7).all() and (nms["variant"] == "naive_one_to_many").all()
     naive_final = aruns[(aruns["variant"] == "naive_one_to_many") & (aruns["evaluation"] == "final")]
@@ -411,7 +412,13 @@ def test_cli_gather(tmp_path, runs_root, capsys):
     assert str(out / "README.md") in capsys.readouterr().out
     runs, _ = S.read_gathered(out)
     assert set(runs["variant"]) == {"one_to_one", "group_detr"} and set(runs["seed"]) == {0, 1}
-    assert "--variants one_to_one group_detr" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "--variants one_to_one group_detr" in readme
+    # the project's studies file: rows (a) and (d) are ablation_K's K1 and K11 runs, read from there
+    dirs = runs.drop_duplicates("run_dir").set_index(["variant", "seed"])["run_dir"]
+    assert dirs["one_to_one", 0] == str(runs_root / "ablation_K" / "K1" / "seed0")
+    assert dirs["group_detr", 1] == str(runs_root / "ablation_K" / "K11" / "seed1")
+    assert "`one_to_one` reuses the runs of `ablation_K/K1`" in readme
 
 
 @pytest.mark.parametrize("args, message", [
@@ -517,6 +524,80 @@ def test_new_studies_parse_and_resolve_against_a_recipe():
     t7 = {n: (c.a, c.b, c.paper_delta) for n, c in s["ablation_assignment"].comparisons.items()}
     assert t7 == {"d_over_a": ("one_to_one", "group_detr", 5.0), "b_over_a": ("one_to_one", "naive_one_to_many", -24.2),
                   "c_over_a": ("one_to_one", "group_shared_sa", 2.2), "d_over_c": ("group_shared_sa", "group_detr", 2.8)}
+
+
+_REUSE = """\
+own:
+  overrides: {matcher.assignment: group}
+  variants:
+    K1: {overrides: {model.num_groups: 1}}
+    K3: {overrides: {model.num_groups: 3}}
+user:
+  variants:
+"""
+
+
+def test_a_reused_variant_reads_the_other_studys_runs(tmp_path):
+    path = tmp_path / "studies.yaml"
+    path.write_text(_REUSE + "    base: {label: Baseline, overrides: {model.num_groups: 1, matcher.assignment: group}, "
+                    "reuse: own/K1}\n    mine: {overrides: {model.num_groups: 2, matcher.assignment: group}}\n")
+    s = load_studies(path, "cpu_small", [])  # the configs resolve equal: accepted
+    user = s["user"]
+    assert user.variants["base"].reuse == ("own", "K1") and user.variants["mine"].reuse is None
+    assert user.run_path(tmp_path, "base", 2) == run_dir(tmp_path, "own", "K1", 2)
+    assert user.run_path(tmp_path, "mine", 2) == run_dir(tmp_path, "user", "mine", 2)
+    runs = tmp_path / "runs"
+    make_study_runs(runs, s["own"], [0, 1], ap_of=lambda v, seed: 0.2 + 0.01 * seed)
+    make_study_runs(runs, user, [0, 1], variants=["mine"], ap_of=lambda v, seed: 0.3)
+    assert not (runs / "user" / "base").exists()
+    long = S.collect(user, runs, seeds=[0, 1])
+    final = long[(long["evaluation"] == "final") & (long["metric"] == "bbox/AP")].set_index(["variant", "seed"])
+    assert final.loc[("base", 1), "value"] == pytest.approx(0.21)  # own/K1's run at seed 1
+    assert final.loc[("base", 0), "run_dir"] == str(runs / "own" / "K1" / "seed0")
+    assert final.loc[("base", 0), "label"] == "Baseline"  # named as the reusing study names it
+    # a missing reused run names the owner's path
+    with pytest.raises(S.GatherError, match=r"own/K1/seed5/metrics.json: missing"):
+        S.collect(user, runs, seeds=[5], variants=["base"])
+
+
+@pytest.mark.parametrize("variant, message", [
+    ("{overrides: {model.num_groups: 1, matcher.assignment: one_to_one}, reuse: own/K1}",
+     "study user, variant base: reuse own/K1: the configs differ at matcher.assignment ('one_to_one' here, 'group' "
+     "there); a reused run must be the same experiment"),
+    ("{overrides: {model.num_groups: 3, matcher.assignment: group}, reuse: own/K1}",
+     "the configs differ at model.num_groups (3 here, 1 there)"),
+    ("{reuse: own/K9}", "study user, variant base: reuse own/K9: study own has no such variant"),
+    ("{reuse: nope/K1}", "study user, variant base: reuse nope/K1: no such study"),
+    ("{reuse: K1}", "study user: variant base: reuse must read <study>/<variant>"),
+    ("{reuse: user/x}", "study user: variant base: reuse names its own study"),
+])
+def test_a_reuse_that_is_not_the_same_experiment_is_refused(tmp_path, variant, message):
+    path = tmp_path / "studies.yaml"
+    path.write_text(_REUSE + f"    base: {variant}\n")
+    with pytest.raises(StudyError) as e:
+        load_studies(path, "cpu_small", [])
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_reuse_chain_or_an_evaluation_of_a_reused_variant_is_refused(tmp_path):
+    path = tmp_path / "studies.yaml"
+    chain = "    base: {reuse: own/K1}\nthird:\n  variants:\n    c: {reuse: user/base}\n"
+    path.write_text(_REUSE + chain)
+    with pytest.raises(StudyError, match="reuses own/K1 itself; name the study that owns the runs"):
+        load_studies(path)
+    path.write_text(_REUSE + "    base: {reuse: own/K1}\n  evaluations:\n    nms: {variants: [base]}\n")
+    with pytest.raises(StudyError, match="variant base reuses the runs of own/K1; declare its evaluations in that study"):
+        load_studies(path)
+
+
+def test_the_projects_reuses_are_the_same_experiments():
+    """Table 7's rows (a), (d) and the heads study's 2D rows are ablation_K's K1 and K11, config for config."""
+    s = load_studies(STUDIES, "cpu_study", [])
+    reuses = {(st.name, v.name): v.reuse for st in s.values() for v in st.variants.values() if v.reuse}
+    assert reuses == {("ablation_assignment", "one_to_one"): ("ablation_K", "K1"),
+                      ("ablation_assignment", "group_detr"): ("ablation_K", "K11"),
+                      ("ablation_heads", "det2d_K1"): ("ablation_K", "K1"),
+                      ("ablation_heads", "det2d_K11"): ("ablation_K", "K11")}
 
 
 _BASE = """\

@@ -49,23 +49,27 @@ def test_dry_run_of_the_default_targets(tmp_path, target):
     if target == "results/ablation_K":
         assert jobs["train"] == 33 and jobs["evaluate"] == 33  # K = 1..11 x 3 seeds; every group of K=11 alone
     if target == "results/ablation_assignment":
-        assert jobs["train"] == 12 and jobs["evaluate"] == 3  # Table 7 rows (a)-(d) x 3 seeds; o2m with NMS
+        # Table 7 rows (a)-(d) x 5 seeds ((a), (d): ablation_K's K1, K11 runs); o2m with NMS
+        assert jobs["train"] == 20 and jobs["evaluate"] == 5
+        assert "results/runs/ablation_K/K1/seed4/metrics.json" in proc.stdout
+        assert "results/runs/ablation_assignment/one_to_one" not in proc.stdout
     if target == "results/ablation_heads":
-        assert jobs["train"] == 18 and "evaluate" not in jobs  # 3 heads x K = 1, 11 x 3 seeds
+        assert jobs["train"] == 18 and "evaluate" not in jobs  # 3 heads x K = 1, 11 x 3 seeds (2D: ablation_K's)
     if target == "results/ablation_dn":
         assert jobs["train"] == 12 and "evaluate" not in jobs  # DAB-DETR +- DN +- groups x 3 seeds
     if target is None:  # every study and notebook
-        assert jobs["train"] == 33 + 12 + 18 + 12 and jobs["evaluate"] == 33 + 3
+        # every reused run trained once: K1, K11 seeds 0-2 serve three studies, seeds 3-4 two
+        assert jobs["train"] == 33 + (4 + 10) + 12 + 12 and jobs["evaluate"] == 33 + 5
         assert jobs["gather"] == 4 and jobs["notebook"] == 5
 
 
 def test_tiny_config_keeps_its_job_set(tmp_path):
     """tiny.yaml's default target holds every study, narrowed."""
     jobs = job_counts(snakemake("-n", "--cores", "2", *tiny_config(tmp_path), cwd=tmp_path / "wd").stdout)
-    # K1, K11, naive o2m, Group DETR, seg K11, 3D K1, DAB+DN+groups at seed 0; every group of K11 and naive
-    # o2m + NMS; every notebook
-    assert jobs == {"synth": 1, "pretrain": 1, "train": 7, "evaluate": 12, "gather": 4, "notebook": 5, "all": 1,
-                    "total": 31}
+    # K1, K11 (= Table 7's Group DETR), naive o2m, seg K11, 3D K1, DAB+DN+groups at seed 0; every group of K11
+    # and naive o2m + NMS; every notebook
+    assert jobs == {"synth": 1, "pretrain": 1, "train": 6, "evaluate": 12, "gather": 4, "notebook": 5, "all": 1,
+                    "total": 30}
 
 
 def test_paper_preset_is_one_switch(tmp_path):
@@ -103,6 +107,23 @@ def test_a_variant_the_preset_cannot_resolve_stops_only_its_study(tmp_path):
     proc = snakemake("-n", "--cores", "1", "results/bad", *own, cwd=tmp_path, check=False)
     assert proc.returncode != 0
     assert "study bad, variant b: unknown config key 'model.num_grups'" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_reuse_is_checked_against_the_presets_configs(tmp_path):
+    """A variant reusing another study's runs trains nothing of its own when the configs resolve equal under
+    the preset, and stops its study with one line naming the differing key when they do not."""
+    studies = tmp_path / "studies.yaml"
+    studies.write_text("own:\n  variants:\n    a: {overrides: {model.num_groups: 2}}\n"
+                       "user:\n  variants:\n    same: {overrides: {model.num_groups: 2}, reuse: own/a}\n"
+                       "    mine: {overrides: {model.num_groups: 3}}\n"
+                       "bad:\n  variants:\n    b: {overrides: {model.num_groups: 4}, reuse: own/a}\n")
+    own = ["--config", f"studies={studies}", "default_studies=[user]"]
+    ok = snakemake("-n", "--cores", "1", "results/user", *own, cwd=tmp_path)
+    assert job_counts(ok.stdout)["train"] == 2 and "--out results/runs/own/a/seed0" in ok.stdout
+    proc = snakemake("-n", "--cores", "1", "results/bad", *own, cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert ("study bad, variant b: reuse own/a: the configs differ at model.num_groups (4 here, 2 there)"
+            in proc.stderr), proc.stderr[-2000:]
 
 
 def test_tiny_workflow_end_to_end(tmp_path):
@@ -153,7 +174,7 @@ def test_tiny_workflow_end_to_end(tmp_path):
     # (its copy deleted) finds the cache entry and pretrains nothing, and the re-made copy retrains nothing.
     (weights,) = (tmp_path / "synth" / "pretrained").glob("*.pth")
     manifests = [json.loads(m.read_text()) for m in (tmp_path / "runs").rglob("manifest.json")]
-    assert len(manifests) == 7 and all(m["backbone_weights"]["path"] == str(weights) for m in manifests)
+    assert len(manifests) == 6 and all(m["backbone_weights"]["path"] == str(weights) for m in manifests)
     assert {m["backbone_weights"]["pretrain"]["steps"] for m in manifests} == {2}
     weights.unlink()
     snakemake("--cores", "2", str(weights), *tiny_config(tmp_path), cwd=tmp_path / "wd")

@@ -274,7 +274,7 @@ def main_results_comparison(main: pd.DataFrame, runs: pd.DataFrame, metric: str 
     keys = ["detector", "backbone", "epochs"]
     final = runs[(runs["evaluation"] == "final") & (runs["metric"] == metric) & (runs["dataset"] == "coco")]
     final = final.drop_duplicates(["config_hash", "seed"])
-    baseline = (final["num_groups"] == 1) & (final["assignment"] == "one_to_one")
+    baseline = final["num_groups"] == 1  # one group: every assignment is DETR's one-to-one matching
     group = (final["num_groups"] == 11) & (final["assignment"] == "group") & (final["self_attention"] == "separate")
     out = main.copy()
     for arm, mask in (("baseline", baseline), ("group_detr", group)):

@@ -228,9 +228,7 @@ def _provenance(study: Study, variant, seed: int, run: Path, cfg: dict, manifest
 
 
 def _run_rows(study: Study, variant, seed: int, runs_root: Path) -> list[dict]:
-    from groupdetr.studies import run_dir
-
-    run = run_dir(runs_root, study.name, variant.name, seed)
+    run = study.run_path(runs_root, variant.name, seed)
     metrics_path = run / _METRICS
     if not metrics_path.is_file():
         what = "run not finished" if run.is_dir() else "run missing"
@@ -975,6 +973,9 @@ def _readme(study: Study, runs: pd.DataFrame, table: pd.DataFrame, effects: pd.D
     lines += [
         f"- Runs: {len(variants)} variants x seeds {seeds} = {len(per_run)} runs, "
         f"`{runs_root}/{study.name}/<variant>/seed<s>`",
+        *[f"- `{v.name}` reuses the runs of `{'/'.join(v.reuse)}` (the same experiment, config checked equal): "
+          f"`{runs_root}/{'/'.join(v.reuse)}/seed<s>`" for v in study.variants.values()
+          if v.reuse is not None and v.name in variants],
         f"- Recipe: {values('recipe')}; dataset: {values('dataset')}; epochs: {values('epochs')}",
         f"- Device: {values('device')}; world size: {values('world_size')}; groupdetr {values('groupdetr_version')}",
         f"- Git commits of the runs: {'; '.join(_commits(runs))}",

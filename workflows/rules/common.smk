@@ -17,7 +17,7 @@ from snakemake.utils import validate
 
 from groupdetr.config import PRETRAIN_WEIGHTS, ConfigError, load_config, to_dict
 from groupdetr.pretrain.cache import pretrain_spec
-from groupdetr.studies import StudyError, load_studies, run_dir
+from groupdetr.studies import StudyError, check_reuse, load_studies
 
 REPO = Path(workflow.current_basedir).parent.parent
 
@@ -110,7 +110,8 @@ def default_studies():
 
 
 def run_path(study, variant, seed):
-    return run_dir(config["runs"], study, variant, seed)
+    """A variant's run directory: its own, or that of the other study's variant it reuses."""
+    return STUDIES[study].run_path(config["runs"], variant, seed)
 
 
 def run_overrides(study, variant, seed):
@@ -126,6 +127,17 @@ def run_config(study, variant):
         return load_config(preset()["recipe"], run_overrides(study, variant, 0))
     except ConfigError as e:
         fail(f"study {study}, variant {variant}: {e}")
+
+
+def reused_config(study, variant):
+    """Check that a variant reusing another study's runs resolves to that variant's config under the preset
+    (one line naming the first differing key if not)."""
+    reuse = STUDIES[study].variants[variant].reuse
+    if reuse is not None:
+        try:
+            check_reuse(study, variant, reuse, run_config(study, variant), run_config(*reuse))
+        except StudyError as e:
+            fail(str(e))
 
 
 def evaluations(study, variant):
@@ -232,6 +244,8 @@ def study_runs(study):
 def gather_inputs(wildcards):
     """What a study's tables need: every run's metrics.json and every extra evaluation."""
     files = []
+    for variant in study_variants(wildcards.study):
+        reused_config(wildcards.study, variant)
     for variant, seed in study_runs(wildcards.study):
         run = run_path(wildcards.study, variant, seed)
         files.append(str(run / "metrics.json"))
