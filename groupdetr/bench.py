@@ -38,6 +38,8 @@ from groupdetr.build import build_criterion, build_model, build_optimizer, loss_
 from groupdetr.config import Config, ConfigError, load_config
 from groupdetr.criterion import weight_losses
 from groupdetr.engine.distributed import resolve_device as engine_device
+from groupdetr.bench_args import add_bench_args
+from groupdetr.errors import BenchError
 from groupdetr.model.attention import SELF_ATTENTION, ProjectedAttention
 
 __all__ = ["add_bench_args", "run_bench_cli", "main"]
@@ -46,39 +48,6 @@ PHASES = ("forward", "matching", "loss", "backward", "optim")
 ROW_PREFIX = "BENCH-ROW "  # marks the worker's result line on its stdout
 EVAL_TOLERANCE = 0.10  # eval ratio within 1 +- this counts as "goal met"
 MATCHING_GOAL = 0.10  # matching below this share of the train step counts as "goal met"
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not run (no CUDA, a worker failed, ...)."""
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def add_bench_args(p: argparse.ArgumentParser) -> None:
-    """Add the ``groupdetr bench`` options to ``p``."""
-    p.add_argument("--config", "-c", default="cpu_small", help="recipe name or YAML path (default: cpu_small)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override, repeatable; K and self_attention are set by the sweep")
-    p.add_argument("--groups", type=_positive_int, nargs="+", default=[1, 3, 11], metavar="K",
-                   help="numbers of groups K to compare (default: 1 3 11)")
-    p.add_argument("--self-attention", nargs="+", choices=list(SELF_ATTENTION), default=["separate", "shared"],
-                   help="self-attention strategies to compare (default: separate shared)")
-    p.add_argument("--steps", type=_positive_int, default=5, help="timed steps after 1 warm-up step (default: 5)")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="images per step (default: optim.batch_size)")
-    p.add_argument("--image-size", type=_positive_int, default=None, help="square image side (default: data.image_size)")
-    p.add_argument("--objects", type=_positive_int, default=10, help="ground-truth boxes per image (default: 10)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto = cuda when available (default: auto)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads (default: leave)")
-    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write all rows as JSON to PATH")
-    p.add_argument("--no-subprocess", action="store_true",
-                   help="run every configuration in this process (peak RSS is then process-wide, not per config)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Subcommands:
     groupdetr config [RECIPE] [--set key=value ...]   print the resolved config (YAML)
     groupdetr recipes                                 list the shipped recipes
     groupdetr train --config R [--set k=v] --out DIR  train (resumes; finished runs are kept)
-    groupdetr eval RUN_OR_CKPT [--group g]            evaluate, any group alone
+    groupdetr eval RUN_OR_CKPT [--group g | --groups all] evaluate, any group alone (all: one job, one pass)
     groupdetr pretrain [--config R] [--out FILE]      box-only backbone pretraining (cached)
     groupdetr chance [--config R]                     AP of the same boxes on every image (baseline)
     groupdetr derive SRC OUT [--train N]              one-class box-only subset (a user's dataset, simulated)
@@ -21,6 +21,8 @@ import os
 import sys
 
 from groupdetr.config import ConfigError, config_hash, dump_yaml, list_recipes, load_config
+from groupdetr.errors import (DatasetError, GatherError, NonFiniteLoss, NotebookError, NotebookFailed, RunError,
+                              StudyError, WeightsError)
 
 __all__ = ["main", "build_parser"]
 
@@ -104,10 +106,20 @@ def _cmd_derive(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from groupdetr.engine.evaluate_run import evaluate_run
+    from groupdetr.engine.evaluate_run import evaluate_groups_run, evaluate_run
 
     _setup_logging()
-    result = evaluate_run(args.target, group=args.group, overrides=args.overrides, out=args.out)
+    if args.groups is None:
+        result = evaluate_run(args.target, group=args.group, overrides=args.overrides, out=args.out)
+    else:
+        if args.groups == ["all"]:
+            groups = None
+        else:
+            try:
+                groups = [int(g) for g in args.groups]
+            except ValueError:
+                raise ConfigError(f"--groups takes group indices or 'all', got {' '.join(args.groups)}") from None
+        result = evaluate_groups_run(args.target, groups=groups, overrides=args.overrides, out=args.out)
     print(json.dumps(result, indent=1, sort_keys=True))
     return 0
 
@@ -216,9 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_derive)
     p = sub.add_parser("eval", help="evaluate a run directory or checkpoint (any group)",
                        description="Evaluate on the val split. --group g evaluates group g alone (paper Fig. 4); "
-                                   "results go to <run>/eval/group{g}.json (or --out).")
+                                   "results go to <run>/eval/group{g}.json (or --out). --groups all (or a list of "
+                                   "indices) evaluates each group alone in one job, in one forward per batch when "
+                                   "self-attention keeps the groups apart: group{g}.json for each, beside the "
+                                   "index --out (default <run>/eval/groups.json).")
     p.add_argument("target", help="run directory or checkpoint file")
-    p.add_argument("--group", type=int, default=None, help="group to evaluate (default: the config's model.eval_group)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--group", type=int, default=None, help="group to evaluate (default: the config's model.eval_group)")
+    which.add_argument("--groups", nargs="+", default=None, metavar="G",
+                       help="several groups, each alone, in one job: indices or 'all'")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. data.root=... or postprocess.nms_iou=0.7 (not the architecture)")
     p.add_argument("--out", default=None, help="write the result JSON here")
@@ -255,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=None, help="results root (default: the repository's results/)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     p.set_defaults(func=_cmd_notebook)
-    from groupdetr.bench import add_bench_args
+    from groupdetr.bench_args import add_bench_args
 
     p = sub.add_parser("bench", help="time train/eval steps and peak memory for several K",
                        description="Benchmark of the group mechanics (see groupdetr/bench.py).")
@@ -265,14 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from groupdetr.data import DatasetError
-    from groupdetr.engine.loop import NonFiniteLoss
-    from groupdetr.engine.trainer import RunError
-    from groupdetr.model.backbone import WeightsError
-    from groupdetr.reporting import GatherError  # light: pandas/scipy only load for `gather`
-    from groupdetr.reporting.notebooks import NotebookError, NotebookFailed
-    from groupdetr.studies import StudyError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -25,10 +25,7 @@ from typing import Any
 
 import yaml
 
-from groupdetr.evaluation.coco import BACKENDS as COCO_BACKENDS
-from groupdetr.matcher import ASSIGNMENTS
-from groupdetr.model.attention import SELF_ATTENTION
-from groupdetr.model.backbone import BACKBONES
+from groupdetr import names
 
 __all__ = [
     "ConfigError",
@@ -68,7 +65,7 @@ def _choices(*values) -> dict:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    name: str = field(default="resnet50", metadata=_choices(*BACKBONES))
+    name: str = field(default="resnet50", metadata=_choices(*names.BACKBONES))
     # Initial backbone weights: null (random init), a local state-dict file (ImageNet weights for a
     # ResNet, or a `groupdetr pretrain` output for any backbone), or "pretrain": the box-only pretext
     # pretraining described by the `pretrain` section, taken from its cache (built on first use).
@@ -77,18 +74,6 @@ class BackboneConfig:
     dilation: bool = False  # DC5 variants
     channels: tuple[int, ...] = (32, 64, 128, 256)  # small_cnn only: one stride-2 stage per entry
     depth: int = 1  # small_cnn only: conv layers per stage
-
-
-#: dataset layouts (``groupdetr.data.coco.LAYOUTS``)
-DATASET_CHOICES = ("coco", "synth")
-#: what the detector predicts and how it is evaluated (``groupdetr.tasks.TASKS``)
-TASK_CHOICES = ("detection", "instance_segmentation", "detection_3d")
-#: decoder families (``groupdetr.build.DECODERS``): Conditional DETR, DAB-DETR anchor boxes
-DECODER_CHOICES = ("conditional", "dab")
-#: transformer initialisations (``groupdetr.model.transformer.INITS``)
-INIT_CHOICES = ("authors", "pytorch")
-#: which matching queries a denoising query may see (``groupdetr.groups.QueryLayout``)
-DN_SHARING_CHOICES = ("per_group", "shared")
 
 
 @dataclass(frozen=True)
@@ -117,7 +102,7 @@ class DenoisingConfig:
     num_queries: int = 100  # budget per denoising set: copies = max(1, num_queries // max #GT in the batch)
     label_noise: float = 0.2  # probability of flipping a label to a random class
     box_noise: float = 0.4  # DN-DETR's lambda: centre shift <= lambda*wh/2, size scale in [1-lambda, 1+lambda]
-    sharing: str = field(default="per_group", metadata=_choices(*DN_SHARING_CHOICES))
+    sharing: str = field(default="per_group", metadata=_choices(*names.DN_SHARING))
 
 
 @dataclass(frozen=True)
@@ -132,15 +117,15 @@ class ModelConfig:
     num_classes: int = 91
     num_queries: int = 300  # N, per group
     num_groups: int = 11  # K
-    self_attention: str = field(default="separate", metadata=_choices(*SELF_ATTENTION))
+    self_attention: str = field(default="separate", metadata=_choices(*names.SELF_ATTENTION))
     eval_group: int = 0  # group used at inference (paper Fig. 4 evaluates each)
     prior_prob: float = 0.01
     aux_loss: bool = True
-    task: str = field(default="detection", metadata=_choices(*TASK_CHOICES))
-    decoder: str = field(default="conditional", metadata=_choices(*DECODER_CHOICES))
+    task: str = field(default="detection", metadata=_choices(*names.TASKS))
+    decoder: str = field(default="conditional", metadata=_choices(*names.DECODERS))
     # transformer initialisation (``groupdetr.model.transformer.INITS``): the authors' xavier init, or
     # PyTorch's defaults (kept as an ablation)
-    init: str = field(default="authors", metadata=_choices(*INIT_CHOICES))
+    init: str = field(default="authors", metadata=_choices(*names.INITS))
     mask_head: MaskHeadConfig = MaskHeadConfig()
     box3d_head: Box3DHeadConfig = Box3DHeadConfig()
     denoising: DenoisingConfig = DenoisingConfig()
@@ -148,7 +133,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MatcherConfig:
-    assignment: str = field(default="group", metadata=_choices(*ASSIGNMENTS))
+    assignment: str = field(default="group", metadata=_choices(*names.ASSIGNMENTS))
     cost_class: float = 2.0
     cost_bbox: float = 5.0
     cost_giou: float = 2.0
@@ -199,7 +184,7 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = field(default="coco", metadata=_choices(*DATASET_CHOICES))
+    dataset: str = field(default="coco", metadata=_choices(*names.DATASETS))
     root: str | None = None  # dataset root (COCO 2017 layout, or a rendered benchmark)
     num_workers: int = 2
     image_size: int = 800  # eval short side (COCO) / side of the square rendered images (synth)
@@ -225,7 +210,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate every n epochs (and always after the last)
     log_every: int = 50  # iterations between plain log lines when stderr is not a terminal
     max_iters_per_epoch: int | None = None  # cap for smoke runs (tiny workflows, CI); None = full epoch
-    eval_backend: str = field(default="pycocotools", metadata=_choices(*COCO_BACKENDS))
+    eval_backend: str = field(default="pycocotools", metadata=_choices(*names.COCO_BACKENDS))
 
 
 @dataclass(frozen=True)
@@ -465,7 +450,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
     if not 0.0 < m.prior_prob < 1.0:
         raise ConfigError(f"model.prior_prob must be in (0, 1), got {m.prior_prob}")
-    if ASSIGNMENTS[mt.assignment].requires_single_group and m.num_groups != 1:
+    if mt.assignment in names.SINGLE_GROUP_ASSIGNMENTS and m.num_groups != 1:
         raise ConfigError(
             f"matcher.assignment={mt.assignment} needs model.num_groups=1 (got {m.num_groups}); use 'group' for K > 1"
         )
@@ -498,8 +483,8 @@ def validate(cfg: Config) -> Config:
     if not (pt.lr > 0 and pt.weight_decay >= 0 and min(pt.occupancy_weight, pt.center_weight, pt.extent_weight) >= 0):
         raise ConfigError(f"pretrain: lr must be > 0 and weight_decay, the loss weights >= 0, got lr={pt.lr}, "
                           f"weight_decay={pt.weight_decay}")
-    if pt.dataset not in (None, *DATASET_CHOICES):
-        raise ConfigError(f"pretrain.dataset: {pt.dataset!r} is not one of null, {', '.join(DATASET_CHOICES)}")
+    if pt.dataset not in (None, *names.DATASETS):
+        raise ConfigError(f"pretrain.dataset: {pt.dataset!r} is not one of null, {', '.join(names.DATASETS)}")
     if (pt.dataset is None) != (pt.root is None):
         raise ConfigError("pretrain.dataset and pretrain.root go together: set both (another dataset) or neither")
     return cfg

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["fold_groups", "unfold_groups", "group_slice", "QueryLayout", "as_layout",
+__all__ = ["fold_groups", "unfold_groups", "group_slice", "select_group", "QueryLayout", "as_layout",
            "self_attention_mask", "dn_key_padding"]
 
 
@@ -38,6 +38,29 @@ def unfold_groups(x: torch.Tensor, num_groups: int) -> torch.Tensor:
 def group_slice(group: int, num_queries: int) -> slice:
     """Query slots of group ``group`` in the ``[B, G*N, ...]`` layout."""
     return slice(group * num_queries, (group + 1) * num_queries)
+
+
+def select_group(outputs: dict, index: int) -> dict:
+    """The detector's final outputs of one active group, as if it had run alone.
+
+    Args:
+        outputs: DETR-convention dict of ``G = outputs["num_groups"]`` active groups: every per-query
+            prediction is a ``pred_*`` tensor ``[B, G*N, ...]``; other keys (``pixel_embeds``,
+            ``image_size`` ...) are per image.
+        index: position of the group among the active ones (0 ... G-1).
+    Returns:
+        The same keys with every ``pred_*`` tensor ``[B, N, ...]`` (slots ``index*N ... (index+1)*N - 1``)
+        and ``num_groups`` 1; ``aux_outputs`` and the denoising keys are left out (evaluation reads
+        neither).
+    """
+    g = outputs["num_groups"]
+    if not 0 <= index < g:
+        raise ValueError(f"group index {index} is not among the {g} active groups")
+    n = outputs["pred_logits"].shape[1] // g
+    out = {k: (v[:, group_slice(index, n)] if k.startswith("pred_") else v) for k, v in outputs.items()
+           if k not in ("aux_outputs", "dn_outputs", "dn_queries")}
+    out["num_groups"] = 1
+    return out
 
 
 

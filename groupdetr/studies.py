@@ -65,10 +65,13 @@ from typing import Any
 import yaml
 
 from groupdetr.config import ConfigError, load_config
+from groupdetr.errors import StudyError
+from groupdetr.rundir import run_dir  # re-exported: the contract's path of a run
 
 __all__ = [
     "StudyError",
     "Evaluation",
+    "EvalJob",
     "Variant",
     "Comparison",
     "Study",
@@ -92,16 +95,27 @@ _METRIC = re.compile(r"^([A-Za-z0-9]+)/[A-Za-z0-9@._-]+$")
 _FIGURE_KEYS = {"variants", "variant", "metric"}
 
 
-class StudyError(ValueError):
-    """An invalid study file; the message is one line naming the study and the key."""
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """An extra evaluation of a finished run: ``groupdetr eval RUN [--group g] [--set ...]``."""
 
     name: str  # file stem under <run>/eval/
     group: int | None = None
+    overrides: tuple[str, ...] = ()
+    job: str = ""  # the study's evaluation entry (the job that writes the file: :class:`EvalJob`)
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One job of a study's extra evaluations: ``groupdetr eval RUN [--group ...] [--set ...] --out <name>.json``.
+
+    ``groups`` None: one evaluation of the model as configured. A tuple: each of those groups evaluated
+    alone, in one job (``--groups all`` when it is every group), writing ``group{g}.json`` per group and
+    the index ``<name>.json`` that the workflow tracks."""
+
+    name: str
+    groups: tuple[int, ...] | None = None
+    all_groups: bool = False
     overrides: tuple[str, ...] = ()
 
 
@@ -146,6 +160,20 @@ class Study:
         reuse = self.variants[variant].reuse
         return run_dir(runs_root, *(reuse or (self.name, variant)), seed)
 
+    def eval_jobs(self, variant: str, num_groups: int) -> list[EvalJob]:
+        """The jobs that produce the extra evaluations of ``variant`` (K = ``num_groups``): one per evaluation,
+        a per-group evaluation included (its groups in one job)."""
+        files = self.evaluations_for(variant, num_groups)  # checks the groups exist
+        jobs = []
+        for name, spec in self.evaluations.items():
+            if variant not in spec.get("variants", []):
+                continue
+            overrides = tuple(override_args(spec.get("overrides") or {}))
+            groups = tuple(ev.group for ev in files if ev.job == name and ev.group is not None)
+            jobs.append(EvalJob(name=name, groups=groups or None, all_groups=groups == tuple(range(num_groups)),
+                                overrides=overrides))
+        return jobs
+
     def evaluations_for(self, variant: str, num_groups: int) -> list[Evaluation]:
         """The extra evaluations of ``variant`` (whose model has ``num_groups`` groups), in order."""
         out: list[Evaluation] = []
@@ -155,7 +183,7 @@ class Study:
             overrides = tuple(override_args(spec.get("overrides") or {}))
             groups = spec.get("groups")
             if groups is None:
-                out.append(Evaluation(name=name, overrides=overrides))
+                out.append(Evaluation(name=name, overrides=overrides, job=name))
                 continue
             if groups == "all":
                 groups = list(range(num_groups))
@@ -163,7 +191,7 @@ class Study:
                 if not 0 <= int(g) < num_groups:
                     raise StudyError(f"study {self.name}: evaluations.{name}: group {g} does not exist "
                                      f"in variant {variant} (K={num_groups})")
-                out.append(Evaluation(name=f"group{int(g)}", group=int(g), overrides=overrides))
+                out.append(Evaluation(name=f"group{int(g)}", group=int(g), overrides=overrides, job=name))
         return out
 
 
@@ -180,11 +208,6 @@ def override_args(overrides: dict[str, Any]) -> list[str]:
             text = text.removesuffix("...").strip()
         args.append(f"{key}={text}")
     return args
-
-
-def run_dir(runs: str | Path, study: str, variant: str, seed: int) -> Path:
-    """The run directory of one (study, variant, seed)."""
-    return Path(runs) / study / variant / f"seed{seed}"
 
 
 def _expect(cond: bool, msg: str) -> None:
@@ -293,7 +316,7 @@ def _parse_study(name: str, spec: Any) -> Study:
         groups = espec.get("groups")
         _expect(groups is None or groups == "all" or (isinstance(groups, list) and all(isinstance(g, int) for g in groups)),
                 f"{where}: evaluations.{ename}.groups must be 'all' or a list of group indices")
-        _expect(groups is not None or bool(_NAME.match(ename)) and not re.match(r"^group\d+$", ename),
+        _expect(bool(re.match(r"^[A-Za-z0-9_]+$", str(ename))) and not re.match(r"^group\d+$", str(ename)),
                 f"{where}: evaluations.{ename}: name must be a plain word other than group<g>")
 
     metrics = spec.get("metrics")

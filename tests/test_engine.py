@@ -11,8 +11,10 @@ import torch
 
 from conftest import TINY
 from groupdetr.config import load_config
-from groupdetr.engine import rundir as rd
-from groupdetr.engine.evaluate_run import evaluate_run
+from groupdetr import rundir as rd
+from groupdetr.engine.checkpoint import load_checkpoint
+from groupdetr.engine.evaluate_run import _prepare, evaluate_groups_run, evaluate_run
+from groupdetr.engine.loop import _predict
 from groupdetr.engine.trainer import RunError, train
 from groupdetr.synth.writer import generate
 
@@ -45,7 +47,7 @@ def log_without_timings(run):
 
 
 def model_state(run):
-    return rd.load_checkpoint(run / rd.CHECKPOINT)["model"]
+    return load_checkpoint(run / rd.CHECKPOINT)["model"]
 
 
 def test_resume_after_kill_equals_uninterrupted_run(synth_root, tmp_path):
@@ -61,7 +63,7 @@ def test_resume_after_kill_equals_uninterrupted_run(synth_root, tmp_path):
     time.sleep(0.3)  # somewhere inside a later epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = rd.load_checkpoint(killed / rd.CHECKPOINT)["epoch"]
+    done = load_checkpoint(killed / rd.CHECKPOINT)["epoch"]
     assert 1 <= done < 6 and not (killed / rd.METRICS).exists()  # really interrupted
 
     resumed = subprocess.run(cli(killed, ovr), check=True, capture_output=True, text=True)
@@ -102,7 +104,7 @@ def test_schema_of_run_directory(synth_root, tmp_path):
     assert log[0]["matching_instability"] is None and 0 <= log[1]["matching_instability"] <= 1
     manifest = json.loads((run / rd.MANIFEST).read_text())
     assert {"config_hash", "command", "git_commit", "versions", "device", "seed", "world_size"} <= set(manifest)
-    ckpt = rd.load_checkpoint(run / rd.CHECKPOINT)
+    ckpt = load_checkpoint(run / rd.CHECKPOINT)
     assert ckpt["epoch"] == 2 and ckpt["config"]["model"]["num_groups"] == 3
 
 
@@ -131,6 +133,46 @@ def test_eval_any_group_and_refusals(synth_root, tmp_path):
     assert (victim / rd.CHECKPOINT).read_bytes() == saved
 
 
+@pytest.mark.parametrize("attention, one_pass", [("separate", True), ("shared", False)])
+def test_every_group_in_one_job_equals_each_group_evaluated_alone(synth_root, tmp_path, attention, one_pass):
+    """`groupdetr eval RUN --group all`: one job, one forward per batch when self-attention keeps the groups
+    apart (K passes otherwise), and for every group the file `--group g` writes, stat for stat."""
+    run = tmp_path / "run"
+    train(load_config("cpu_small", overrides(synth_root, epochs=2, model__self_attention=attention)), run)
+    alone = {g: evaluate_run(run, group=g, out=tmp_path / f"alone{g}.json") for g in range(3)}
+    index = evaluate_groups_run(run)
+    assert index["groups"] == [0, 1, 2] and index["one_pass"] is one_pass and index["epoch"] == 2
+    assert json.loads(rd.eval_file(run, "groups").read_text())["files"] == {"0": "group0.json", "1": "group1.json",
+                                                                            "2": "group2.json"}
+    for g in range(3):
+        together = json.loads(rd.eval_file(run, f"group{g}").read_text())
+        assert together.keys() == alone[g].keys() and together["eval_group"] == g
+        stats = [k for k in together if "/" in k]
+        assert [together[k] for k in stats] == pytest.approx([alone[g][k] for k in stats], abs=1e-6), g
+    # the stats of a 2-epoch tiny model are mostly 0: compare the detections themselves, group by group.
+    # With shared self-attention the groups of one forward see each other (hence one pass per group there).
+    _, _, _, model, post, _, loader, info, _ = _prepare(run, [], None)
+    every = _predict(model, post, loader, info.device, False, False, 50, None, (0, 1, 2))
+    for g in range(3):
+        (single,) = _predict(model, post, loader, info.device, False, False, 50, None, (g,))
+        assert every[g][0].keys() == single[0].keys()
+        if not one_pass:
+            assert every[g][0] != single[0]
+            continue
+        for image_id, dets in single[0].items():
+            mine = every[g][0][image_id]
+            assert [d["category_id"] for d in mine] == [d["category_id"] for d in dets] and len(dets) > 0
+            assert [d["score"] for d in mine] == pytest.approx([d["score"] for d in dets], abs=1e-5)
+            assert [c for d in mine for c in d["bbox"]] == pytest.approx([c for d in dets for c in d["bbox"]], abs=1e-3)
+        if g:
+            assert every[g][0] != every[0][0]  # the groups' detections differ: each slot is its own group
+    # a subset, to a named index; a group that does not exist is refused
+    sub = evaluate_groups_run(run, groups=[2, 0], out=tmp_path / "sub" / "two.json")
+    assert sub["files"] == {"2": "group2.json", "0": "group0.json"} and (tmp_path / "sub" / "group2.json").is_file()
+    with pytest.raises(RunError, match="group 3 does not exist"):
+        evaluate_groups_run(run, groups=[0, 3])
+
+
 def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(synth_root, tmp_path, monkeypatch):
     import groupdetr.engine.loop as loop
 
@@ -146,7 +188,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(synth_root
     run = tmp_path / "run"
     with pytest.raises(loop.NonFiniteLoss, match="non-finite loss \\(nan\\) at epoch 2, iteration 3"):
         train(load_config("cpu_small", overrides(synth_root, epochs=3)), run)
-    assert rd.load_checkpoint(run / rd.CHECKPOINT)["epoch"] == 1 and not (run / rd.METRICS).exists()
+    assert load_checkpoint(run / rd.CHECKPOINT)["epoch"] == 1 and not (run / rd.METRICS).exists()
 
 
 def test_cli_errors_are_one_line(synth_root, tmp_path):

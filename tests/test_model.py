@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from conftest import random_targets, tiny_model
 from groupdetr.build import loss_weights
 from groupdetr.criterion import weight_losses
-from groupdetr.groups import group_slice
+from groupdetr.groups import group_slice, select_group
 
 
 def outputs_equal(a: dict, b: dict) -> bool:
@@ -83,6 +83,24 @@ def test_eval_outputs_equal_group_slice_of_training_outputs(k, groups, images, p
         torch.testing.assert_close(ev["pred_boxes"], train_out["pred_boxes"][:, s], atol=1e-5, rtol=1e-5)
         for a, t in zip(ev["aux_outputs"], train_out["aux_outputs"]):
             torch.testing.assert_close(a["pred_boxes"], t["pred_boxes"][:, s], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["detection", "instance_segmentation"])
+@pytest.mark.parametrize("decoder", ["conditional", "dab"])
+def test_all_groups_in_one_forward_equal_each_group_alone(task, decoder, images, pad_mask):
+    """What `groupdetr eval --group all` relies on: with separate self-attention, group g's slice of a
+    forward with every group active is that group's forward alone, for every head and decoder."""
+    _, model, _, _ = tiny_model(seed=1, model__num_groups=4, model__task=task, model__decoder=decoder)
+    model.eval()
+    with torch.no_grad():
+        every = model(images, pad_mask, groups=range(4))
+        for g in range(4):
+            alone = model(images, pad_mask, groups=(g,))
+            sliced = select_group(every, g)
+            keys = [k for k in alone if k.startswith("pred_")]
+            assert len(keys) >= 2 + (task == "instance_segmentation")
+            for k in keys:
+                torch.testing.assert_close(sliced[k], alone[k], atol=1e-5, rtol=1e-5)
 
 
 def test_eval_slice_check_fails_with_shared_attention(images, pad_mask):

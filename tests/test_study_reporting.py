@@ -590,6 +590,26 @@ def test_a_reuse_chain_or_an_evaluation_of_a_reused_variant_is_refused(tmp_path)
         load_studies(path)
 
 
+def test_eval_jobs_put_every_group_of_a_run_in_one_job(tmp_path, kstudy, assignment):
+    from groupdetr.studies import EvalJob
+
+    (job,) = kstudy.eval_jobs("K11", 11)
+    assert job == EvalJob(name="per_group", groups=tuple(range(11)), all_groups=True)
+    assert kstudy.eval_jobs("K1", 1) == []
+    assert [e.job for e in kstudy.evaluations_for("K11", 11)] == ["per_group"] * 11  # the files the job writes
+    (nms,) = assignment.eval_jobs("naive_one_to_many", 11)
+    assert nms == EvalJob(name="nms", overrides=("postprocess.nms_iou=0.7",))
+    path = tmp_path / "studies.yaml"
+    path.write_text("s:\n  variants:\n    a: {overrides: {model.num_groups: 4}}\n"
+                    "  evaluations:\n    some: {variants: [a], groups: [3, 1]}\n")
+    (job,) = load_studies(path)["s"].eval_jobs("a", 4)
+    assert job.groups == (3, 1) and not job.all_groups
+    path.write_text("s:\n  variants:\n    a: {overrides: {model.num_groups: 4}}\n"
+                    "  evaluations:\n    group3: {variants: [a], groups: all}\n")
+    with pytest.raises(StudyError, match="evaluations.group3: name must be a plain word other than group<g>"):
+        load_studies(path)
+
+
 def test_the_projects_reuses_are_the_same_experiments():
     """Table 7's rows (a), (d) and the heads study's 2D rows are ablation_K's K1 and K11, config for config."""
     s = load_studies(STUDIES, "cpu_study", [])

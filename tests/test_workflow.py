@@ -47,7 +47,9 @@ def test_dry_run_of_the_default_targets(tmp_path, target):
     jobs = job_counts(proc.stdout)
     assert jobs["synth"] == 1 and jobs["pretrain"] == 1  # one pretrained backbone for every run
     if target == "results/ablation_K":
-        assert jobs["train"] == 33 and jobs["evaluate"] == 33  # K = 1..11 x 3 seeds; every group of K=11 alone
+        # K = 1..11 x 3 seeds; every group of K=11 alone, all groups of a run in one job
+        assert jobs["train"] == 33 and jobs["evaluate"] == 3
+        assert "eval results/runs/ablation_K/K11/seed0 --groups all" in proc.stdout
     if target == "results/ablation_assignment":
         # Table 7 rows (a)-(d) x 5 seeds ((a), (d): ablation_K's K1, K11 runs); o2m with NMS
         assert jobs["train"] == 20 and jobs["evaluate"] == 5
@@ -59,7 +61,7 @@ def test_dry_run_of_the_default_targets(tmp_path, target):
         assert jobs["train"] == 12 and "evaluate" not in jobs  # DAB-DETR +- DN +- groups x 3 seeds
     if target is None:  # every study and notebook
         # every reused run trained once: K1, K11 seeds 0-2 serve three studies, seeds 3-4 two
-        assert jobs["train"] == 33 + (4 + 10) + 12 + 12 and jobs["evaluate"] == 33 + 5
+        assert jobs["train"] == 33 + (4 + 10) + 12 + 12 and jobs["evaluate"] == 3 + 5
         assert jobs["gather"] == 4 and jobs["notebook"] == 5
 
 
@@ -67,9 +69,9 @@ def test_tiny_config_keeps_its_job_set(tmp_path):
     """tiny.yaml's default target holds every study, narrowed."""
     jobs = job_counts(snakemake("-n", "--cores", "2", *tiny_config(tmp_path), cwd=tmp_path / "wd").stdout)
     # K1, K11 (= Table 7's Group DETR), naive o2m, seg K11, 3D K1, DAB+DN+groups at seed 0; every group of K11
-    # and naive o2m + NMS; every notebook
-    assert jobs == {"synth": 1, "pretrain": 1, "train": 6, "evaluate": 12, "gather": 4, "notebook": 5, "all": 1,
-                    "total": 30}
+    # (one job) and naive o2m + NMS; every notebook
+    assert jobs == {"synth": 1, "pretrain": 1, "train": 6, "evaluate": 2, "gather": 4, "notebook": 5, "all": 1,
+                    "total": 20}
 
 
 def test_paper_preset_is_one_switch(tmp_path):

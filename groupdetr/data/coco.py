@@ -28,14 +28,11 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from groupdetr.data.transforms import build_transforms, to_model_input
+from groupdetr.errors import DatasetError
 
 __all__ = ["DatasetError", "SPLITS", "LAYOUTS", "dataset_paths", "CocoDetection", "build_dataset"]
 
 logger = logging.getLogger("groupdetr.data")
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used as it is; the message is one line naming the file."""
 
 
 SPLITS = ("train", "val")

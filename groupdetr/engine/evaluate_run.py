@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Sequence
 from pathlib import Path
-
 
 from groupdetr.build import build_all
 from groupdetr.config import Config, apply_overrides, from_dict, to_dict
 from groupdetr.config import validate as validate_config
 from groupdetr.data import build_dataset
-from groupdetr.engine import rundir as rd
+from groupdetr import rundir as rd
+from groupdetr.engine.checkpoint import load_checkpoint
 from groupdetr.engine.distributed import init_distributed
-from groupdetr.engine.loop import evaluate
+from groupdetr.engine.loop import evaluate, evaluate_groups
 from groupdetr.engine.trainer import RunError, flush_denormals, make_loader
+from groupdetr.names import ISOLATING_SELF_ATTENTION
 from groupdetr.tasks import TASKS, yaw_periods
 
-__all__ = ["evaluate_run"]
+__all__ = ["evaluate_run", "evaluate_groups_run"]
 
 
 def _load(target: Path) -> tuple[Path, dict]:
@@ -23,24 +26,18 @@ def _load(target: Path) -> tuple[Path, dict]:
     if not path.is_file():
         raise RunError(f"no checkpoint at {path}")
     try:
-        return path, rd.load_checkpoint(path)
+        return path, load_checkpoint(path)
     except Exception as e:
         raise RunError(f"{path} cannot be loaded as a groupdetr checkpoint ({str(e).splitlines()[0]})") from None
 
 
-def evaluate_run(target: str | Path, group: int | None = None, overrides: list[str] | None = None,
-                 out: str | Path | None = None) -> dict:
-    """Evaluate the checkpoint of ``target`` (a run dir or a checkpoint file) on the val split.
-
-    ``group`` selects the group evaluated alone (``model.eval_group``); ``overrides`` may change
-    anything but the model's architecture (data root, postprocess, ...). Results go to ``out``, by
-    default ``<run>/eval/group{g}.json`` when ``target`` is a run dir and there are no overrides.
-    """
-    target = Path(target)
+def _prepare(target: Path, overrides: list[str], group: int | None):
+    """The checkpoint's config with ``overrides`` (and ``model.eval_group``), the model loaded from it, its
+    postprocess, the val set and its loader, the device info and the 3D yaw periods."""
     path, ckpt = _load(target)
     if "config" not in ckpt or "model" not in ckpt:
         raise RunError(f"{path} is not a groupdetr checkpoint (no config or model state)")
-    extra = list(overrides or []) + ([f"model.eval_group={group}"] if group is not None else [])
+    extra = list(overrides) + ([f"model.eval_group={group}"] if group is not None else [])
     cfg = validate_config(from_dict(Config, apply_overrides(ckpt["config"], extra)))
     changed = {k for k, v in to_dict(cfg.model).items() if k != "eval_group" and v != ckpt["model_config"].get(k)}
     if changed:
@@ -55,13 +52,78 @@ def evaluate_run(target: str | Path, group: int | None = None, overrides: list[s
     model, _, postprocess = build_all(build_cfg, periods)
     model.load_state_dict(ckpt["model"])
     model.to(info.device)
-    stats = evaluate(model, postprocess, make_loader(val, cfg, info, 0, False), info.device, val.coco,
-                     cfg.train.eval_backend, cfg.train.amp, info.is_main, cfg.train.log_every,
-                     TASKS[cfg.model.task].iou_types, periods)
+    loader = make_loader(val, cfg, info, 0, False)
+    return path, ckpt, cfg, model, postprocess, val, loader, info, periods
+
+
+def evaluate_run(target: str | Path, group: int | None = None, overrides: list[str] | None = None,
+                 out: str | Path | None = None) -> dict:
+    """Evaluate the checkpoint of ``target`` (a run dir or a checkpoint file) on the val split.
+
+    ``group`` selects the group evaluated alone (``model.eval_group``); ``overrides`` may change
+    anything but the model's architecture (data root, postprocess, ...). Results go to ``out``, by
+    default ``<run>/eval/group{g}.json`` when ``target`` is a run dir and there are no overrides.
+    """
+    target = Path(target)
+    path, ckpt, cfg, model, postprocess, val, loader, info, periods = _prepare(target, list(overrides or []), group)
+    stats = evaluate(model, postprocess, loader, info.device, val.coco, cfg.train.eval_backend, cfg.train.amp,
+                     info.is_main, cfg.train.log_every, TASKS[cfg.model.task].iou_types, periods)
     result = {"checkpoint": str(path), "epoch": int(ckpt["epoch"]), "eval_group": cfg.model.eval_group,
               "overrides": list(overrides or []), **stats}
     if out is None and target.is_dir() and not overrides:
-        out = target / rd.EVAL_DIR / f"group{cfg.model.eval_group}.json"
+        out = rd.eval_file(target, f"group{cfg.model.eval_group}")
     if out is not None and info.is_main:
         rd.atomic_write_json(Path(out), result)
     return result
+
+
+def evaluate_groups_run(target: str | Path, groups: Sequence[int] | None = None, overrides: list[str] | None = None,
+                        out: str | Path | None = None) -> dict:
+    """Evaluate each of ``groups`` (default: every group) of the checkpoint of ``target`` alone (paper Fig. 4),
+    in one job that loads the model once.
+
+    With a self-attention that keeps groups apart (:data:`groupdetr.names.ISOLATING_SELF_ATTENTION`) all of
+    them run in one forward per batch and each is scored from its own slice (``evaluate_groups``); with
+    shared self-attention the groups would see each other, so each runs alone, one pass per group. Either
+    way group g's result is that of its N queries alone (``evaluate_run(target, group=g)`` for a model that
+    keeps one group at inference), written to ``group{g}.json``
+    in the folder of ``out`` (default ``<run>/eval/``); ``out`` itself, written last, is the index: the
+    groups, their files, whether one pass served them all, and the seconds taken.
+    """
+    target = Path(target)
+    overrides = list(overrides or [])
+    start = time.perf_counter()
+    path, ckpt, cfg, model, postprocess, val, loader, info, periods = _prepare(target, overrides, None)
+    k = cfg.model.num_groups
+    groups = list(range(k)) if groups is None else [int(g) for g in groups]
+    for g in groups:
+        if not 0 <= g < k:
+            raise RunError(f"group {g} does not exist: {path} has num_groups={k}")
+    if len(set(groups)) != len(groups):
+        raise RunError(f"groups repeat: {groups}")
+    one_pass = cfg.model.self_attention in ISOLATING_SELF_ATTENTION
+    common = (info.device, val.coco, cfg.train.eval_backend)
+    options = dict(amp=cfg.train.amp, show=info.is_main, log_every=cfg.train.log_every,
+                   iou_types=TASKS[cfg.model.task].iou_types, yaw_periods=periods)
+    if one_pass:
+        per_group = evaluate_groups(model, postprocess, loader, *common, groups, **options)
+    else:  # one forward per group, with only that group's queries
+        per_group = {g: evaluate_groups(model, postprocess, loader, *common, (g,), **options)[g] for g in groups}
+    if out is None:
+        if not target.is_dir():
+            raise RunError("evaluating several groups of a checkpoint file needs --out (the index file)")
+        out = rd.eval_file(target, "groups")
+    out = Path(out)
+    files = {}
+    for g in groups:
+        result = {"checkpoint": str(path), "epoch": int(ckpt["epoch"]), "eval_group": g, "overrides": overrides,
+                  **per_group[g]}
+        files[g] = out.parent / f"group{g}.json"
+        if info.is_main:
+            rd.atomic_write_json(files[g], result)
+    index = {"checkpoint": str(path), "epoch": int(ckpt["epoch"]), "groups": groups, "overrides": overrides,
+             "files": {str(g): f.name for g, f in files.items()}, "one_pass": one_pass,
+             "seconds": round(time.perf_counter() - start, 3)}
+    if info.is_main:
+        rd.atomic_write_json(out, index)
+    return {**index, "stats": {str(g): per_group[g] for g in groups}}

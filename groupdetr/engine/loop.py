@@ -10,15 +10,13 @@ import torch
 from groupdetr.criterion import weight_losses
 from groupdetr.engine.distributed import all_gather_objects, all_reduce_sum
 from groupdetr.engine.progress import progress
+from groupdetr.errors import NonFiniteLoss
 from groupdetr.evaluation import CocoEvaluator
 from groupdetr.evaluation.coco import to_coco_results
 from groupdetr.evaluation.det3d import Det3DEvaluator
+from groupdetr.groups import select_group
 
-__all__ = ["NonFiniteLoss", "train_one_epoch", "evaluate", "matching_signature", "matching_instability"]
-
-
-class NonFiniteLoss(RuntimeError):
-    """A NaN or infinite loss; the message names epoch and iteration."""
+__all__ = ["NonFiniteLoss", "train_one_epoch", "evaluate", "evaluate_groups", "matching_signature", "matching_instability"]
 
 
 def _to(targets: list[dict], device: torch.device) -> list[dict]:
@@ -109,31 +107,38 @@ def _gt_3d(target: dict) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model, postprocess, loader, device, coco_gt, backend: str, amp: bool = False, show: bool = True,
-             log_every: int = 50, iou_types=("bbox",), yaw_periods: dict | None = None) -> dict:
-    """Evaluation stats of ``model`` in eval mode (its active group) on ``loader``, gathered across
-    ranks; every rank returns the same dict.
+def _predict(model, postprocess, loader, device, amp: bool, show: bool, log_every: int, yaw_periods: dict | None,
+             groups: tuple[int, ...] | None) -> list[tuple[dict, dict, dict]]:
+    """Run ``model`` in eval mode over ``loader`` once and keep, per image, its COCO results (masks already
+    RLE-encoded, so no full-size mask is kept: COCO val would need ~150 GB of boolean masks otherwise) and,
+    for the 3D metric, its ground truth and 3D predictions. Keyed by image id: a DistributedSampler repeats
+    images to even out ranks.
 
-    COCO stats for each of ``iou_types`` (``bbox/AP``, ``segm/AP`` ...); with ``yaw_periods``
-    ({category id: period or None}) also the 3D metric of ``groupdetr.evaluation.det3d``
-    (``3d/mAP``, ``3d/NDS``, ``3d/ATE`` ...), whose ground truth comes from the targets.
+    ``groups``: None runs the model's own active groups and returns one entry; a tuple runs those groups in
+    one forward and returns one entry per group, each scored from that group's slice of the outputs.
     """
     model.eval()
-    # Per image: its COCO results (masks already RLE-encoded, so no full-size mask is kept: COCO val
-    # would need ~150 GB of boolean masks otherwise) and, for the 3D metric, its ground truth and
-    # 3D predictions. Keyed by image id: a DistributedSampler repeats images to even out ranks.
-    coco_results, gts_3d, preds_3d = {}, {}, {}
+    slots = 1 if groups is None else len(groups)
+    parts = [({}, {}, {}) for _ in range(slots)]
     for images, pad_mask, targets in progress(loader, len(loader), "eval", log_every, show):
         targets = _to(targets, device)
         with _autocast(device, amp):
-            outputs = model(images.to(device), pad_mask.to(device), targets)
-        for t, r in zip(targets, postprocess(_float(outputs), targets)):
-            image_id = int(t["image_id"])
-            r = {k: v.cpu() for k, v in r.items()}
-            coco_results[image_id] = to_coco_results({image_id: r})
-            if yaw_periods is not None:
-                gts_3d[image_id] = {k: v.cpu() for k, v in _gt_3d(t).items()}
-                preds_3d[image_id] = {k: r[k] for k in Det3DEvaluator.PRED_KEYS}
+            outputs = _float(model(images.to(device), pad_mask.to(device), targets, groups=groups))
+        for slot, (coco_results, gts_3d, preds_3d) in enumerate(parts):
+            slot_outputs = outputs if groups is None else select_group(outputs, slot)
+            for t, r in zip(targets, postprocess(slot_outputs, targets)):
+                image_id = int(t["image_id"])
+                r = {k: v.cpu() for k, v in r.items()}
+                coco_results[image_id] = to_coco_results({image_id: r})
+                if yaw_periods is not None:
+                    gts_3d[image_id] = {k: v.cpu() for k, v in _gt_3d(t).items()}
+                    preds_3d[image_id] = {k: r[k] for k in Det3DEvaluator.PRED_KEYS}
+    return parts
+
+
+def _score(part: tuple[dict, dict, dict], coco_gt, backend: str, iou_types, yaw_periods: dict | None) -> dict:
+    """Evaluation stats of one set of predictions, gathered across ranks (every rank gets the same dict)."""
+    coco_results, gts_3d, preds_3d = part
     evaluator = CocoEvaluator(coco_gt, backend=backend)
     merged = _merge_parts(all_gather_objects(coco_results))
     evaluator.img_ids = sorted(merged)
@@ -146,3 +151,32 @@ def evaluate(model, postprocess, loader, device, coco_gt, backend: str, amp: boo
             det3d.update(gts[image_id], preds[image_id])
         stats.update({f"3d/{k}": v for k, v in det3d.summarize().items() if k != "per_class"})
     return stats
+
+
+def evaluate(model, postprocess, loader, device, coco_gt, backend: str, amp: bool = False, show: bool = True,
+             log_every: int = 50, iou_types=("bbox",), yaw_periods: dict | None = None) -> dict:
+    """Evaluation stats of ``model`` in eval mode (its active group) on ``loader``, gathered across
+    ranks; every rank returns the same dict.
+
+    COCO stats for each of ``iou_types`` (``bbox/AP``, ``segm/AP`` ...); with ``yaw_periods``
+    ({category id: period or None}) also the 3D metric of ``groupdetr.evaluation.det3d``
+    (``3d/mAP``, ``3d/NDS``, ``3d/ATE`` ...), whose ground truth comes from the targets.
+    """
+    (part,) = _predict(model, postprocess, loader, device, amp, show, log_every, yaw_periods, None)
+    return _score(part, coco_gt, backend, iou_types, yaw_periods)
+
+
+def evaluate_groups(model, postprocess, loader, device, coco_gt, backend: str, groups, amp: bool = False,
+                    show: bool = True, log_every: int = 50, iou_types=("bbox",),
+                    yaw_periods: dict | None = None) -> dict[int, dict]:
+    """The stats of :func:`evaluate` for each of ``groups`` evaluated alone, from one pass over the data:
+    one forward with all of ``groups`` active, each group scored from its own slice of the outputs.
+
+    Only valid when the groups do not interact at inference (``model.self_attention`` in
+    :data:`groupdetr.names.ISOLATING_SELF_ATTENTION`: cross-attention and FFN are per query, and
+    self-attention stays inside each group); :func:`groupdetr.engine.evaluate_run.evaluate_run` checks it.
+    Returns ``{group: stats}``.
+    """
+    groups = tuple(int(g) for g in groups)
+    parts = _predict(model, postprocess, loader, device, amp, show, log_every, yaw_periods, groups)
+    return {g: _score(part, coco_gt, backend, iou_types, yaw_periods) for g, part in zip(groups, parts)}

@@ -1,7 +1,7 @@
 """``groupdetr train``: one engine for a 2-minute CPU run and a multi-GPU COCO run.
 
 Reliability rules (issue #4):
-- the run directory (``groupdetr.engine.rundir``) is the only state; rerunning the same command
+- the run directory (``groupdetr.rundir``) is the only state; rerunning the same command
   resumes from the last finished epoch, and a finished run (``metrics.json``) is not retrained;
 - randomness is re-seeded at every epoch from (seed, epoch, rank) and the data order from
   (seed, epoch), so an epoch computes the same thing whether or not the process was restarted
@@ -32,19 +32,17 @@ import groupdetr
 from groupdetr.build import build_all, build_optimizer, loss_weights
 from groupdetr.config import Config, config_hash, dump_yaml, from_dict, to_dict
 from groupdetr.data import build_dataset, build_loader
-from groupdetr.engine import rundir as rd
+from groupdetr import rundir as rd
+from groupdetr.engine.checkpoint import load_checkpoint, save_checkpoint
 from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
+from groupdetr.errors import RunError
 from groupdetr.pretrain.run import resolve_backbone_weights, weights_provenance
 from groupdetr.tasks import TASKS, yaw_periods
 
 __all__ = ["RunError", "train", "make_loader", "check_run_dir", "seed_everything", "flush_denormals", "git_state", "peak_memory_mib", "manifest"]
 
 log = logging.getLogger("groupdetr.engine")
-
-
-class RunError(RuntimeError):
-    """The run cannot start or continue; one line saying why. Nothing in the run dir was changed."""
 
 
 def seed_everything(seed: int, epoch: int, rank: int) -> None:
@@ -181,7 +179,7 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
     start, matching = 0, {}
     if resuming:
         try:
-            ckpt = rd.load_checkpoint(ckpt_path)
+            ckpt = load_checkpoint(ckpt_path)
         except Exception as e:
             raise RunError(f"{ckpt_path} cannot be loaded ({str(e).splitlines()[0]}); pass --restart to start over") from None
         start, matching = _restore(ckpt, cfg, model, optimizer, scheduler, ckpt_path)
@@ -227,7 +225,7 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         record["peak_memory_mib"] = round(peak_memory_mib(info.device), 1)
         if info.is_main:
             rd.append_jsonl(out / rd.LOG, record, keep_epochs_below=epoch)
-            rd.save_checkpoint(ckpt_path, {
+            save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "epoch": epoch, "config_hash": config_hash(cfg), "model_config": to_dict(cfg.model),
                 "config": to_dict(cfg), "matching": matching})

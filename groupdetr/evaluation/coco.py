@@ -24,13 +24,15 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from pycocotools import mask as mask_util
 
+from groupdetr.names import COCO_BACKENDS
+
 __all__ = ["STAT_NAMES", "IOU_TYPES", "BACKENDS", "to_coco_results", "load_coco_gt", "evaluate_coco",
            "CocoEvaluator"]
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 """Names of ``COCOeval.stats``, in its order."""
 IOU_TYPES = ("bbox", "segm")
-BACKENDS = ("pycocotools", "faster_coco_eval")
+BACKENDS = COCO_BACKENDS  # the names live in groupdetr.names (torch-free, read by the config)
 
 
 def _numpy(x) -> np.ndarray:

@@ -19,15 +19,13 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from groupdetr.errors import WeightsError
+
 __all__ = ["ResNetBackbone", "SmallCNN", "downsample_mask", "BACKBONES", "WeightsError", "read_weights",
            "load_weights", "export_weights"]
 
 # keys of a torchvision ResNet state dict that a detection backbone never has (classifier, BN counters)
 _IGNORED_KEYS = ("fc.", "num_batches_tracked")
-
-
-class WeightsError(ValueError):
-    """A backbone weights file that is missing, unreadable or does not fit; one line naming the file."""
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:

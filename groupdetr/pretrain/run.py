@@ -31,7 +31,8 @@ from groupdetr.config import PRETRAIN_WEIGHTS, Config
 from groupdetr.data import build_loader
 from groupdetr.data.coco import CocoDetection, DatasetError, dataset_paths
 from groupdetr.data.transforms import build_transforms
-from groupdetr.engine import rundir as rd
+from groupdetr import rundir as rd
+from groupdetr.engine.checkpoint import save_checkpoint
 from groupdetr.model.backbone import WeightsError
 from groupdetr.pretrain.cache import (PRETEXT_VERSION, RECORD, WEIGHTS, PretrainSpec, cache_key, dataset_fingerprint, entry_dir,
                                       file_sha256, pretrain_spec, read_record)
@@ -204,7 +205,7 @@ def _write_entry(entry: Path, state: dict, record: dict, replace: bool) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
     try:
-        rd.save_checkpoint(tmp / WEIGHTS, state)
+        save_checkpoint(tmp / WEIGHTS, state)
         record["weights_sha256"] = file_sha256(tmp / WEIGHTS)
         rd.atomic_write_json(tmp / RECORD, record)
         if replace and entry.exists():

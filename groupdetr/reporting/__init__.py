@@ -7,12 +7,6 @@
 - :mod:`groupdetr.reporting.notebooks`: headless execution of ``notebooks/`` (``groupdetr notebook``).
 """
 
+from groupdetr.errors import GatherError  # re-exported: groupdetr.reporting.GatherError
+
 __all__ = ["GatherError"]
-
-
-class GatherError(ValueError):
-    """A run, file or value the gatherer needs is missing or inconsistent; one line naming the path.
-
-    Defined here (re-exported by :mod:`groupdetr.reporting.study`) so that the console command can
-    catch it without importing pandas and scipy for every subcommand.
-    """

@@ -10,18 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from groupdetr.errors import NotebookError, NotebookFailed
+
 __all__ = ["ENV", "NotebookError", "NotebookFailed", "repo_root", "results_root", "paper_dir", "execute_notebook"]
 
 #: environment variable naming the results root a notebook reads.
 ENV = "GROUPDETR_RESULTS"
-
-
-class NotebookError(ValueError):
-    """Bad input: no such notebook, not a notebook, no results root. One line."""
-
-
-class NotebookFailed(RuntimeError):
-    """A cell raised; one line naming the notebook, the cell and the error."""
 
 
 def repo_root() -> Path:
@@ -99,7 +93,7 @@ def execute_notebook(path: str | Path, out: str | Path | None = None, results_ro
     except DeadKernelError as e:
         error = f"{path}: the kernel died ({str(e).splitlines()[0] if str(e) else 'no message'})"
     if out is not None:
-        from groupdetr.engine.rundir import atomic_write_text
+        from groupdetr.rundir import atomic_write_text
 
         atomic_write_text(Path(out), nbformat.writes(nb))
     if error:

@@ -35,6 +35,7 @@ import yaml
 from scipy import stats as st
 
 from groupdetr.reporting import GatherError
+from groupdetr.rundir import CONFIG, LOG, MANIFEST, METRICS, eval_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -75,8 +76,6 @@ __all__ = [
     "read_all_gathered",
 ]
 
-# Run-directory file names (the constants of groupdetr.engine.rundir, which imports torch).
-_CONFIG, _MANIFEST, _LOG, _METRICS, _EVAL_DIR = "config.yaml", "manifest.json", "log.jsonl", "metrics.json", "eval"
 
 #: provenance columns on every row of :func:`collect`, in order.
 PROVENANCE = ("study", "variant", "label", "paper_row", "seed", "run_dir", "config_hash", "git_commit", "git_dirty",
@@ -205,7 +204,7 @@ def _denoising(model: dict) -> str:
 
 
 def _provenance(study: Study, variant, seed: int, run: Path, cfg: dict, manifest: dict) -> dict:
-    cfg_path = run / _CONFIG
+    cfg_path = run / CONFIG
     backbone = _get(cfg, "model.backbone.name", cfg_path)
     model = cfg.get("model") or {}
     return {
@@ -229,13 +228,13 @@ def _provenance(study: Study, variant, seed: int, run: Path, cfg: dict, manifest
 
 def _run_rows(study: Study, variant, seed: int, runs_root: Path) -> list[dict]:
     run = study.run_path(runs_root, variant.name, seed)
-    metrics_path = run / _METRICS
+    metrics_path = run / METRICS
     if not metrics_path.is_file():
         what = "run not finished" if run.is_dir() else "run missing"
         raise GatherError(f"{metrics_path}: missing ({what}: study {study.name}, variant {variant.name}, seed {seed})")
     metrics = _read_json(metrics_path)
-    manifest = _read_json(run / _MANIFEST)
-    cfg_path = run / _CONFIG
+    manifest = _read_json(run / MANIFEST)
+    cfg_path = run / CONFIG
     cfg = _read_mapping(cfg_path, "YAML")
     if metrics.get("config_hash") != manifest.get("config_hash"):
         raise GatherError(f"{metrics_path}: config_hash {metrics.get('config_hash')} differs from the manifest's "
@@ -247,13 +246,13 @@ def _run_rows(study: Study, variant, seed: int, runs_root: Path) -> list[dict]:
     if not stats:
         raise GatherError(f"{metrics_path}: no evaluation stats (keys like bbox/AP)")
     rows = [{**base, "evaluation": "final", "epoch": final_epoch, "metric": k, "value": v} for k, v in stats.items()]
-    for record in _read_log(run / _LOG):
-        epoch = int(_get(record, "epoch", run / _LOG))
+    for record in _read_log(run / LOG):
+        epoch = int(_get(record, "epoch", run / LOG))
         for k, v in record.items():
             if k != "epoch" and _is_number(v):  # nulls (matching_instability of epoch 1) are left out
                 rows.append({**base, "evaluation": "epoch", "epoch": epoch, "metric": k, "value": _metric_value(k, v)})
     for ev in study.evaluations_for(variant.name, int(base["num_groups"])):
-        path = run / _EVAL_DIR / f"{ev.name}.json"
+        path = eval_file(run, ev.name)
         if not path.is_file():
             raise GatherError(f"{path}: missing (evaluation {ev.name} of study {study.name}, variant {variant.name}, "
                               f"seed {seed})")
@@ -1094,7 +1093,7 @@ def gather(study: Study, runs_root: str | Path, out_dir: str | Path, seeds: Sequ
                 files[f"{kind}.png"] = _png(fig)
         files["README.md"] = _readme(study, runs, table, effects, runs_root, list(files), skipped, command,
                                      comparisons).encode()
-        from groupdetr.engine.rundir import atomic_write_bytes  # fsynced: the swapped-in folder is durable
+        from groupdetr.rundir import atomic_write_bytes  # fsynced: the swapped-in folder is durable
 
         for name, data in files.items():
             atomic_write_bytes(tmp / name, data)

@@ -23,6 +23,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from groupdetr.config import DataConfig
+from groupdetr.errors import SynthError
 from groupdetr.geometry import ground_to_camera
 from groupdetr.synth.scene import SceneSettings, categories_json, render, sample_scene
 
@@ -31,10 +32,6 @@ __all__ = ["generate", "render_record", "SPLITS", "SynthError", "FORMAT_VERSION"
 log = logging.getLogger("groupdetr.synth")
 SPLITS = {"train": 0, "val": 1}
 FORMAT_VERSION = 1
-
-
-class SynthError(RuntimeError):
-    """The benchmark cannot be written (e.g. a different one already exists)."""
 
 
 def _extent(mask: np.ndarray) -> list[float]:

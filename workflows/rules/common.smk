@@ -17,6 +17,7 @@ from snakemake.utils import validate
 
 from groupdetr.config import PRETRAIN_WEIGHTS, ConfigError, load_config, to_dict
 from groupdetr.pretrain.cache import pretrain_spec
+from groupdetr.rundir import METRICS, eval_file, run_dir
 from groupdetr.studies import StudyError, check_reuse, load_studies
 
 REPO = Path(workflow.current_basedir).parent.parent
@@ -109,6 +110,12 @@ def default_studies():
     return list(config["default_studies"] or STUDIES)
 
 
+# The run-directory contract's paths as rule patterns (wildcards study, variant, seed, evaluation).
+RUN_PATTERN = str(run_dir(config["runs"], "{study}", "{variant}", "{seed}"))
+METRICS_PATTERN = f"{RUN_PATTERN}/{METRICS}"
+EVAL_PATTERN = str(eval_file(RUN_PATTERN, "{evaluation}"))
+
+
 def run_path(study, variant, seed):
     """A variant's run directory: its own, or that of the other study's variant it reuses."""
     return STUDIES[study].run_path(config["runs"], variant, seed)
@@ -141,8 +148,8 @@ def reused_config(study, variant):
 
 
 def evaluations(study, variant):
-    """Extra evaluations of a variant's runs (one group alone, another postprocess)."""
-    return STUDIES[study].evaluations_for(variant, run_config(study, variant).model.num_groups)
+    """The extra-evaluation jobs of a variant's runs (every group alone, in one job; another postprocess)."""
+    return STUDIES[study].eval_jobs(variant, run_config(study, variant).model.num_groups)
 
 
 def set_args(overrides):
@@ -219,14 +226,16 @@ def train_command(wildcards, threads):
 
 
 def eval_command(wildcards):
-    """`groupdetr eval` of one finished run for one named extra evaluation."""
-    (ev,) = [e for e in evaluations(wildcards.study, wildcards.variant) if e.name == wildcards.evaluation] or [None]
-    if ev is None:
+    """`groupdetr eval` of one finished run for one named extra evaluation; a per-group evaluation is one job
+    (one forward per batch for all groups when self-attention keeps them apart) writing group{g}.json for
+    each group and the index {evaluation}.json."""
+    (job,) = [j for j in evaluations(wildcards.study, wildcards.variant) if j.name == wildcards.evaluation] or [None]
+    if job is None:
         fail(f"study {wildcards.study}: no evaluation {wildcards.evaluation!r} for variant {wildcards.variant}")
     run = run_path(wildcards.study, wildcards.variant, int(wildcards.seed))
-    group = f" --group {ev.group}" if ev.group is not None else ""
-    out = run / "eval" / f"{ev.name}.json"
-    return f"{groupdetr_command()} eval {shlex.quote(str(run))}{group} {set_args(ev.overrides)} --out {shlex.quote(str(out))}"
+    groups = "" if job.groups is None else " --groups " + ("all" if job.all_groups else " ".join(map(str, job.groups)))
+    out = eval_file(run, job.name)
+    return f"{groupdetr_command()} eval {shlex.quote(str(run))}{groups} {set_args(job.overrides)} --out {shlex.quote(str(out))}"
 
 
 def dataset_input(wildcards):
@@ -248,8 +257,8 @@ def gather_inputs(wildcards):
         reused_config(wildcards.study, variant)
     for variant, seed in study_runs(wildcards.study):
         run = run_path(wildcards.study, variant, seed)
-        files.append(str(run / "metrics.json"))
-        files += [str(run / "eval" / f"{e.name}.json") for e in evaluations(wildcards.study, variant)]
+        files.append(str(run / METRICS))
+        files += [str(eval_file(run, e.name)) for e in evaluations(wildcards.study, variant)]
     return files
 
 

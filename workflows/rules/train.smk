@@ -7,7 +7,7 @@ rule train:
         dataset_input,
         pretrain_input,
     output:
-        f"{config['runs']}/{{study}}/{{variant}}/seed{{seed}}/metrics.json",
+        METRICS_PATTERN,
     log:
         f"{config['logs']}/train/{{study}}/{{variant}}/seed{{seed}}.log",
     benchmark:
@@ -27,9 +27,9 @@ rule train:
 
 rule evaluate:
     input:
-        f"{config['runs']}/{{study}}/{{variant}}/seed{{seed}}/metrics.json",
+        METRICS_PATTERN,
     output:
-        f"{config['runs']}/{{study}}/{{variant}}/seed{{seed}}/eval/{{evaluation}}.json",
+        EVAL_PATTERN,
     log:
         f"{config['logs']}/eval/{{study}}/{{variant}}/seed{{seed}}/{{evaluation}}.log",
     benchmark:

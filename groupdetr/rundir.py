@@ -1,23 +1,33 @@
-"""The run-directory contract: fixed file names and schemas, every file written atomically.
+"""The run-directory contract: where a study's runs live, fixed file names, every file written atomically.
 
-The schema of every file is documented in one place: docs/run-directory.md.
+The one place that spells it (the engine, the gatherer, the study specification and the workflow's rules
+all read it from here); torch-free, so reading a run directory or planning a workflow imports no torch.
+The schema of every file is documented in docs/run-directory.md; checkpoints, the only torch files, are
+written and read by :mod:`groupdetr.engine.checkpoint`.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
 from pathlib import Path
 
-import torch
-
-__all__ = ["CONFIG", "MANIFEST", "LOG", "METRICS", "CHECKPOINT", "EVAL_DIR",
-           "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "append_jsonl", "read_jsonl",
-           "save_checkpoint", "load_checkpoint"]
+__all__ = ["CONFIG", "MANIFEST", "LOG", "METRICS", "CHECKPOINT", "EVAL_DIR", "run_dir", "eval_file",
+           "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "append_jsonl", "read_jsonl"]
 
 CONFIG, MANIFEST, LOG, METRICS, CHECKPOINT, EVAL_DIR = (
     "config.yaml", "manifest.json", "log.jsonl", "metrics.json", "checkpoint.pth", "eval")
+
+
+def run_dir(runs: str | Path, study: str, variant: str, seed: int | str) -> Path:
+    """The run directory of one (study, variant, seed): ``{runs}/{study}/{variant}/seed{seed}`` (``seed`` may be
+    a wildcard such as ``"{seed}"``)."""
+    return Path(runs) / study / variant / f"seed{seed}"
+
+
+def eval_file(run: str | Path, name: str) -> Path:
+    """The file of the extra evaluation ``name`` of a finished run (``groupdetr eval --out``)."""
+    return Path(run) / EVAL_DIR / f"{name}.json"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -60,14 +70,3 @@ def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_checkpoint(path: Path) -> dict:
-    """``torch.load(weights_only=True)``: a checkpoint can hold tensors and plain containers only."""
-    return torch.load(path, map_location="cpu", weights_only=True)

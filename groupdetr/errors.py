@@ -1,0 +1,50 @@
+"""Every error a user can meet, in one light module (no torch, pandas or pycocotools).
+
+Each is raised with a one-line message naming the file, key or run at fault; the console command
+catches them here, so starting it imports nothing heavy. The modules that raise them re-export
+them under their old names (``groupdetr.data.DatasetError`` ...).
+"""
+from __future__ import annotations
+
+__all__ = ["DatasetError", "WeightsError", "StudyError", "GatherError", "NotebookError", "NotebookFailed",
+           "RunError", "NonFiniteLoss", "SynthError", "BenchError"]
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as it is; the message is one line naming the file."""
+
+
+class WeightsError(ValueError):
+    """A backbone weights file that is missing, unreadable or does not fit; one line naming the file."""
+
+
+class StudyError(ValueError):
+    """An invalid study file; the message is one line naming the study and the key."""
+
+
+class GatherError(ValueError):
+    """A run, file or value the gatherer needs is missing or inconsistent; one line naming the path."""
+
+
+class NotebookError(ValueError):
+    """Bad input: no such notebook, not a notebook, no results root. One line."""
+
+
+class NotebookFailed(RuntimeError):
+    """A cell raised; one line naming the notebook, the cell and the error."""
+
+
+class RunError(RuntimeError):
+    """The run cannot start or continue; one line saying why. Nothing in the run dir was changed."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """A NaN or infinite loss; the message names epoch and iteration."""
+
+
+class SynthError(RuntimeError):
+    """The benchmark cannot be written (e.g. a different one already exists)."""
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (no CUDA, a worker failed, ...)."""

@@ -1,0 +1,37 @@
+"""The names of every registry, in one torch-free module.
+
+The config validates its enum fields against these tuples, so reading a recipe never imports the modules
+that implement the names (torch, torchvision, pycocotools). Each registry is keyed by exactly the names
+here, in this order; ``tests/test_names.py`` imports every registry and checks that they agree, so a name
+added in one place and not the other fails the suite.
+"""
+from __future__ import annotations
+
+__all__ = ["BACKBONES", "SELF_ATTENTION", "ISOLATING_SELF_ATTENTION", "ASSIGNMENTS", "SINGLE_GROUP_ASSIGNMENTS", "COCO_BACKENDS", "TASKS",
+           "DECODERS", "INITS", "DN_SHARING", "DATASETS"]
+
+#: ``model.backbone.name``: :data:`groupdetr.model.backbone.BACKBONES`
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "small_cnn")
+#: ``model.self_attention``: :data:`groupdetr.model.attention.SELF_ATTENTION`
+SELF_ATTENTION = ("separate", "separate_masked", "shared")
+#: the self-attentions under which no query sees another group's: evaluating every group in one forward
+#: then gives each group's predictions exactly as when it runs alone
+ISOLATING_SELF_ATTENTION = ("separate", "separate_masked")
+#: ``matcher.assignment``: :data:`groupdetr.matcher.ASSIGNMENTS`
+ASSIGNMENTS = ("one_to_one", "group", "naive_one_to_many")
+#: the assignments valid with one group only (``Assignment.requires_single_group``)
+SINGLE_GROUP_ASSIGNMENTS = ("one_to_one",)
+#: ``train.eval_backend``: :data:`groupdetr.evaluation.coco.BACKENDS`
+COCO_BACKENDS = ("pycocotools", "faster_coco_eval")
+#: ``model.task``: :data:`groupdetr.tasks.TASKS`
+TASKS = ("detection", "instance_segmentation", "detection_3d")
+#: ``model.decoder``: :data:`groupdetr.model.transformer.DECODERS`
+DECODERS = ("conditional", "dab")
+#: ``model.init``: :data:`groupdetr.model.transformer.INITS`
+INITS = ("authors", "pytorch")
+#: ``model.denoising.sharing``: one set of denoising queries per active group, or one set for all
+#: (:meth:`groupdetr.model.detector.Detector` reads it; no registry)
+DN_SHARING = ("per_group", "shared")
+#: ``data.dataset``, ``pretrain.dataset``: the layouts of :mod:`groupdetr.data.coco` and the augmentation
+#: presets of :data:`groupdetr.data.transforms.PRESETS`
+DATASETS = ("coco", "synth")
