@@ -194,7 +194,7 @@ def bench_config(cfg: Config, args: argparse.Namespace, device: torch.device, is
     model = build_model(cfg.model, cfg.matcher.assignment).to(device).train()
     criterion = build_criterion(cfg)
     criterion.matcher = TimedMatcher(criterion.matcher, device)
-    optimizer, weights = build_optimizer(model, cfg), loss_weights(cfg.loss)
+    optimizer, weights = build_optimizer(model, cfg), loss_weights(cfg)
     images, targets = random_batch(cfg, batch, size, args.objects, device)
     rss_built = rss_peak_mib()
     if device.type == "cuda":
@@ -300,7 +300,7 @@ def paired_train_ratio(args: argparse.Namespace, device: torch.device, k: int) -
         model = build_model(cfg.model, cfg.matcher.assignment).to(device).train()
         criterion = build_criterion(cfg)
         criterion.matcher = TimedMatcher(criterion.matcher, device)
-        optimizer, weights = build_optimizer(model, cfg), loss_weights(cfg.loss)
+        optimizer, weights = build_optimizer(model, cfg), loss_weights(cfg)
         images, targets = random_batch(cfg, args.batch_size or cfg.optim.batch_size,
                                        args.image_size or cfg.data.image_size, args.objects, device)
         fns[sa] = functools.partial(train_step_seconds, model, criterion, optimizer, weights,

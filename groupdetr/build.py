@@ -9,14 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from groupdetr.config import PRETRAIN_WEIGHTS, Config, LossConfig, ModelConfig
+from groupdetr.config import PRETRAIN_WEIGHTS, Config, ModelConfig
 from groupdetr.criterion import SetCriterion
-from groupdetr.matcher import ASSIGNMENTS, HungarianMatcher, MatchCosts
+from groupdetr.matcher import ASSIGNMENTS, HungarianMatcher
 from groupdetr.model import GroupDETR
 from groupdetr.model.backbone import BACKBONES, WeightsError
 from groupdetr.model.transformer import DECODERS, Encoder
 from groupdetr.postprocess import PostProcess, TaskPostProcess
-from groupdetr.tasks import TASKS
+from groupdetr.tasks import TASKS, box_loss_weights
 
 __all__ = ["build_model", "build_matcher", "build_criterion", "build_postprocess", "build_optimizer", "loss_weights", "build_all"]
 
@@ -47,9 +47,7 @@ def build_model(cfg: ModelConfig, assignment: str = "group") -> GroupDETR:
 
 def build_matcher(cfg: Config) -> HungarianMatcher:
     """The matcher of ``cfg``, with the task's extra costs."""
-    mc = cfg.matcher
-    costs = MatchCosts(mc.cost_class, mc.cost_bbox, mc.cost_giou, mc.focal_alpha, mc.focal_gamma)
-    return HungarianMatcher(costs, mc.assignment, TASKS[cfg.model.task].cost_terms(cfg))
+    return HungarianMatcher(cfg.matcher, cfg.matcher.assignment, TASKS[cfg.model.task].cost_terms(cfg))
 
 
 def build_criterion(cfg: Config) -> SetCriterion:
@@ -57,20 +55,18 @@ def build_criterion(cfg: Config) -> SetCriterion:
                         loss_terms=TASKS[cfg.model.task].loss_terms(cfg))
 
 
-def loss_weights(cfg: LossConfig) -> dict[str, float]:
-    """Weights for :func:`groupdetr.criterion.weight_losses` (every task's loss names)."""
-    return {"loss_ce": cfg.weight_class, "loss_bbox": cfg.weight_bbox, "loss_giou": cfg.weight_giou,
-            "loss_mask": cfg.weight_mask, "loss_dice": cfg.weight_dice,
-            "loss_center": cfg.weight_center, "loss_depth": cfg.weight_depth, "loss_dims": cfg.weight_dims,
-            "loss_yaw": cfg.weight_yaw}
+def loss_weights(cfg: Config) -> dict[str, float]:
+    """Weights for :func:`groupdetr.criterion.weight_losses`: the class and box losses of every task plus
+    the task's own (``Task.loss_weights``)."""
+    return {**box_loss_weights(cfg.loss), **TASKS[cfg.model.task].loss_weights(cfg.loss)}
 
 
-def build_postprocess(cfg: Config, yaw_periods: dict | None = None) -> TaskPostProcess:
-    """Top-k boxes plus the task's terms; ``yaw_periods`` ({category id: period or None}, from the
-    dataset's categories) lets the 3D head decode yaw per class."""
+def build_postprocess(cfg: Config, categories: list[dict] | None = None) -> TaskPostProcess:
+    """Top-k boxes plus the task's terms; ``categories`` (the dataset's COCO categories) are handed to the
+    task's terms (the 3D head decodes yaw with each class's period)."""
     p = cfg.postprocess
     core = PostProcess(p.num_select, p.nms_iou, p.nms_candidates)
-    return TaskPostProcess(core, TASKS[cfg.model.task].postprocess_terms(cfg, yaw_periods))
+    return TaskPostProcess(core, TASKS[cfg.model.task].postprocess_terms(cfg, categories))
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -83,6 +79,6 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
 
-def build_all(cfg: Config, yaw_periods: dict | None = None):
-    """(model, criterion, postprocess) for a resolved config."""
-    return build_model(cfg.model, cfg.matcher.assignment), build_criterion(cfg), build_postprocess(cfg, yaw_periods)
+def build_all(cfg: Config, categories: list[dict] | None = None):
+    """(model, criterion, postprocess) for a resolved config; ``categories``: see :func:`build_postprocess`."""
+    return build_model(cfg.model, cfg.matcher.assignment), build_criterion(cfg), build_postprocess(cfg, categories)

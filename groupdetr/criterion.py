@@ -18,8 +18,6 @@ from groupdetr.matcher import HungarianMatcher
 
 __all__ = ["SetCriterion", "weight_losses", "normaliser"]
 
-LOSS_NAMES = ("loss_ce", "loss_bbox", "loss_giou")
-
 
 def normaliser(targets: list[dict], num_groups: int, device: torch.device) -> torch.Tensor:
     """``#GT in the global batch * G / world size``, clamped to >= 1 (as the authors' code).

@@ -21,6 +21,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from groupdetr.box_ops import cxcywh_to_xyxy, generalized_box_iou
+from groupdetr.config import MatcherConfig
 
 __all__ = [
     "MatchCosts",
@@ -35,15 +36,10 @@ __all__ = [
 Indices = tuple[np.ndarray, np.ndarray]
 
 
-@dataclass(frozen=True)
-class MatchCosts:
-    """Weights of the matching cost and the focal parameters of its class term."""
-
-    cost_class: float = 2.0
-    cost_bbox: float = 5.0
-    cost_giou: float = 2.0
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+#: Weights of the matching cost and the focal parameters of its class term: the ``matcher`` section of the
+#: config itself (``cost_class``, ``cost_bbox``, ``cost_giou``, ``focal_alpha``, ``focal_gamma``; its other
+#: fields are not read here), so the two can never disagree.
+MatchCosts = MatcherConfig
 
 
 def focal_class_cost(logits: torch.Tensor, labels: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:

@@ -8,7 +8,7 @@ added in one place and not the other fails the suite.
 from __future__ import annotations
 
 __all__ = ["BACKBONES", "SELF_ATTENTION", "ISOLATING_SELF_ATTENTION", "ASSIGNMENTS", "SINGLE_GROUP_ASSIGNMENTS", "COCO_BACKENDS", "TASKS",
-           "DECODERS", "INITS", "DN_SHARING", "DATASETS"]
+           "DECODERS", "INITS", "DN_SHARING", "DATASETS", "FIGURE_KINDS"]
 
 #: ``model.backbone.name``: :data:`groupdetr.model.backbone.BACKBONES`
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "small_cnn")
@@ -35,3 +35,6 @@ DN_SHARING = ("per_group", "shared")
 #: ``data.dataset``, ``pretrain.dataset``: the layouts of :mod:`groupdetr.data.coco` and the augmentation
 #: presets of :data:`groupdetr.data.transforms.PRESETS`
 DATASETS = ("coco", "synth")
+#: the figure kinds a study may ask for (``figures:`` of ``workflows/config/studies.yaml``, validated by
+#: :mod:`groupdetr.studies`): :data:`groupdetr.reporting.figures.FIGURES`
+FIGURE_KINDS = ("ap_vs_k", "ap_vs_epoch", "per_group_ap", "instability", "variants", "comparisons")

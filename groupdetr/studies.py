@@ -66,6 +66,7 @@ import yaml
 
 from groupdetr.config import ConfigError, load_config
 from groupdetr.errors import StudyError
+from groupdetr.names import FIGURE_KINDS
 from groupdetr.rundir import run_dir  # re-exported: the contract's path of a run
 
 __all__ = [
@@ -83,8 +84,8 @@ __all__ = [
     "check_reuse",
 ]
 
-#: figure kinds a study may ask for (drawn by ``groupdetr.reporting.study``).
-FIGURES = ("ap_vs_k", "ap_vs_epoch", "per_group_ap", "instability", "variants", "comparisons")
+#: figure kinds a study may ask for (drawn by :data:`groupdetr.reporting.figures.FIGURES`).
+FIGURES = FIGURE_KINDS
 #: metric families of a run's evaluation stats (``<family>/<stat>``): boxes (every task), instance masks,
 #: 3D boxes (nuScenes style: mAP, NDS, ATE ...).
 METRIC_FAMILIES = ("bbox", "segm", "3d")

@@ -229,7 +229,7 @@ def test_training_step_with_groups_and_denoising(images, pad_mask):
     losses = crit(forward(model, images, pad_mask, targets), targets)
     dn_keys = {k for k in losses if "_dn" in k}
     assert {"loss_ce_dn", "loss_bbox_dn", "loss_giou_dn", "loss_ce_dn_0"} <= dn_keys
-    total = weight_losses(losses, loss_weights(cfg.loss))
+    total = weight_losses(losses, loss_weights(cfg))
     assert math.isfinite(total.item())
     total.backward()
     assert model.label_embed.weight.grad.abs().sum() > 0

@@ -151,10 +151,10 @@ def test_every_group_in_one_job_equals_each_group_evaluated_alone(synth_root, tm
         assert [together[k] for k in stats] == pytest.approx([alone[g][k] for k in stats], abs=1e-6), g
     # the stats of a 2-epoch tiny model are mostly 0: compare the detections themselves, group by group.
     # With shared self-attention the groups of one forward see each other (hence one pass per group there).
-    _, _, _, model, post, _, loader, info, _ = _prepare(run, [], None)
-    every = _predict(model, post, loader, info.device, False, False, 50, None, (0, 1, 2))
+    _, _, _, model, post, scorers, loader, info = _prepare(run, [], None)
+    every = _predict(model, post, loader, info.device, scorers, False, False, 50, (0, 1, 2))
     for g in range(3):
-        (single,) = _predict(model, post, loader, info.device, False, False, 50, None, (g,))
+        (single,) = _predict(model, post, loader, info.device, scorers, False, False, 50, (g,))
         assert every[g][0].keys() == single[0].keys()
         if not one_pass:
             assert every[g][0] != single[0]

@@ -40,7 +40,8 @@ def context(intrinsics, hw=(3, 5), stride=8):
     h, w = hw
     images = torch.zeros(b, 3, h * stride, w * stride)
     pad = torch.zeros(b, h * stride, w * stride, dtype=torch.bool)
-    return HeadContext(images, pad, features=[], memory_hw=hw, intrinsics=torch.tensor(intrinsics))
+    return HeadContext(images, pad, features=[], memory_hw=hw,
+                       targets=[{"intrinsics": torch.tensor(k)} for k in intrinsics])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,7 +86,10 @@ def test_position_embedding_shape_and_camera_awareness():
 
 def test_position_embedding_needs_intrinsics():
     ctx = context([K_A])
-    ctx.intrinsics = None
+    ctx.targets = None
+    with pytest.raises(ValueError, match="detection_3d needs camera intrinsics in the targets"):
+        make_head().position(ctx)
+    ctx.targets = [{"labels": torch.zeros(0)}]
     with pytest.raises(ValueError, match="detection_3d needs camera intrinsics in the targets"):
         make_head().position(ctx)
 

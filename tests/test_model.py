@@ -171,7 +171,7 @@ def query_grad_norms(model, criterion, cfg, images, train=True):
     model.train(train)
     model.zero_grad()
     targets = random_targets(images.shape[0], cfg.model.num_classes, seed=5)
-    loss = weight_losses(criterion(model(images), targets), loss_weights(cfg.loss))
+    loss = weight_losses(criterion(model(images), targets), loss_weights(cfg))
     loss.backward()
     k, n = model.num_groups, model.num_queries
     return model.query_embed.weight.grad.view(k, n, -1).flatten(1).norm(dim=1)

@@ -20,13 +20,14 @@ def _registries():
     from groupdetr.model.attention import SELF_ATTENTION
     from groupdetr.model.backbone import BACKBONES
     from groupdetr.model.transformer import DECODERS, INITS
+    from groupdetr.reporting.figures import FIGURES
     from groupdetr.tasks import TASKS
 
     return {
         "BACKBONES": tuple(BACKBONES), "SELF_ATTENTION": tuple(SELF_ATTENTION), "ASSIGNMENTS": tuple(ASSIGNMENTS),
         "SINGLE_GROUP_ASSIGNMENTS": tuple(k for k, a in ASSIGNMENTS.items() if a.requires_single_group),
         "COCO_BACKENDS": tuple(BACKENDS), "TASKS": tuple(TASKS), "DECODERS": tuple(DECODERS), "INITS": tuple(INITS),
-        "DATASETS": tuple(LAYOUTS),
+        "DATASETS": tuple(LAYOUTS), "FIGURE_KINDS": tuple(FIGURES),
     } | {"DATASETS (augmentation presets)": tuple(PRESETS)}
 
 
@@ -61,7 +62,10 @@ def test_the_config_validates_against_the_names():
 
 @pytest.mark.parametrize("module", ["groupdetr.config", "groupdetr.studies", "groupdetr.names", "groupdetr.cli",
                                     "groupdetr.rundir", "groupdetr.errors", "groupdetr.pretrain.cache",
-                                    "groupdetr.reporting.study", "groupdetr.reporting.paper"])
+                                    "groupdetr.reporting.study", "groupdetr.reporting.paper",
+                                    "groupdetr.reporting.runs", "groupdetr.reporting.stats",
+                                    "groupdetr.reporting.tables", "groupdetr.reporting.figures",
+                                    "groupdetr.reporting.gather"])
 def test_light_modules_import_no_heavy_library(module):
     """Reading a config or a study file (and starting the CLI) imports neither torch, torchvision nor
     pycocotools: every Snakemake parse and `groupdetr --help` pays only for what it uses."""

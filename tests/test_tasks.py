@@ -93,10 +93,11 @@ def test_training_step_and_postprocess(task, images, pad_mask):
     cfg, model, crit, _ = build(task, "conditional", 2)
     from groupdetr.build import build_postprocess
 
-    post = build_postprocess(cfg, {1: math.pi, 2: None, 3: math.pi, 4: None})
+    post = build_postprocess(cfg, [{"id": 1, "yaw_period": math.pi}, {"id": 2, "yaw_period": None},
+                                   {"id": 3, "yaw_period": math.pi}, {"id": 4, "yaw_period": None}])
     targets = task_targets(*images.shape[-2:])
     losses = crit(model.train()(images, pad_mask, targets), targets)
-    total = weight_losses(losses, loss_weights(cfg.loss))
+    total = weight_losses(losses, loss_weights(cfg))
     total.backward()
     assert math.isfinite(total.item())
     grads = [p.grad for n, p in model.named_parameters() if n.startswith("head.")]
@@ -115,3 +116,23 @@ def test_3d_task_without_intrinsics_is_one_clear_error(images):
     _, model, _, _ = build("detection_3d", "conditional", 1)
     with pytest.raises(ValueError, match="intrinsics"):
         model(images)
+
+
+def test_a_head_is_a_plugin_that_imports_no_model_code():
+    """Each head module declares its whole task (head, costs, losses and their weights, postprocess,
+    scorers) and reads the core only through HeadContext: the heads never import the detector."""
+    import subprocess
+    import sys
+
+    code = ("import sys, groupdetr.heads.mask, groupdetr.heads.box3d; "
+            "print(sorted(m for m in sys.modules if m.startswith('groupdetr.model')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+    from groupdetr.heads import box3d, mask
+
+    assert TASKS["instance_segmentation"] is mask.TASK and TASKS["detection_3d"] is box3d.TASK
+    cfg = tiny_model(seed=0, model__task="detection_3d")[0]
+    from groupdetr.build import loss_weights
+
+    assert set(loss_weights(cfg)) == {"loss_ce", "loss_bbox", "loss_giou", "loss_center", "loss_depth", "loss_dims",
+                                      "loss_yaw"}

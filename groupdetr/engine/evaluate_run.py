@@ -16,7 +16,7 @@ from groupdetr.engine.distributed import init_distributed
 from groupdetr.engine.loop import evaluate, evaluate_groups
 from groupdetr.engine.trainer import RunError, flush_denormals, make_loader
 from groupdetr.names import ISOLATING_SELF_ATTENTION
-from groupdetr.tasks import TASKS, yaw_periods
+from groupdetr.tasks import TASKS
 
 __all__ = ["evaluate_run", "evaluate_groups_run"]
 
@@ -33,7 +33,7 @@ def _load(target: Path) -> tuple[Path, dict]:
 
 def _prepare(target: Path, overrides: list[str], group: int | None):
     """The checkpoint's config with ``overrides`` (and ``model.eval_group``), the model loaded from it, its
-    postprocess, the val set and its loader, the device info and the 3D yaw periods."""
+    postprocess, the task's scorers of the val set, the val loader and the device info."""
     path, ckpt = _load(target)
     if "config" not in ckpt or "model" not in ckpt:
         raise RunError(f"{path} is not a groupdetr checkpoint (no config or model state)")
@@ -45,15 +45,15 @@ def _prepare(target: Path, overrides: list[str], group: int | None):
     info = init_distributed(cfg.device)
     flush_denormals(info.device)
     val = build_dataset(cfg, "val")
-    periods = yaw_periods(cfg.model.task, val.coco.dataset["categories"])
     # every parameter comes from the checkpoint: no initial backbone weights file is needed
     build_cfg = dataclasses.replace(cfg, model=dataclasses.replace(
         cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=None)))
-    model, _, postprocess = build_all(build_cfg, periods)
+    model, _, postprocess = build_all(build_cfg, val.coco.dataset["categories"])
     model.load_state_dict(ckpt["model"])
     model.to(info.device)
     loader = make_loader(val, cfg, info, 0, False)
-    return path, ckpt, cfg, model, postprocess, val, loader, info, periods
+    scorers = TASKS[cfg.model.task].scorers(cfg, val.coco)
+    return path, ckpt, cfg, model, postprocess, scorers, loader, info
 
 
 def evaluate_run(target: str | Path, group: int | None = None, overrides: list[str] | None = None,
@@ -65,9 +65,8 @@ def evaluate_run(target: str | Path, group: int | None = None, overrides: list[s
     default ``<run>/eval/group{g}.json`` when ``target`` is a run dir and there are no overrides.
     """
     target = Path(target)
-    path, ckpt, cfg, model, postprocess, val, loader, info, periods = _prepare(target, list(overrides or []), group)
-    stats = evaluate(model, postprocess, loader, info.device, val.coco, cfg.train.eval_backend, cfg.train.amp,
-                     info.is_main, cfg.train.log_every, TASKS[cfg.model.task].iou_types, periods)
+    path, ckpt, cfg, model, postprocess, scorers, loader, info = _prepare(target, list(overrides or []), group)
+    stats = evaluate(model, postprocess, loader, info.device, scorers, cfg.train.amp, info.is_main, cfg.train.log_every)
     result = {"checkpoint": str(path), "epoch": int(ckpt["epoch"]), "eval_group": cfg.model.eval_group,
               "overrides": list(overrides or []), **stats}
     if out is None and target.is_dir() and not overrides:
@@ -93,7 +92,7 @@ def evaluate_groups_run(target: str | Path, groups: Sequence[int] | None = None,
     target = Path(target)
     overrides = list(overrides or [])
     start = time.perf_counter()
-    path, ckpt, cfg, model, postprocess, val, loader, info, periods = _prepare(target, overrides, None)
+    path, ckpt, cfg, model, postprocess, scorers, loader, info = _prepare(target, overrides, None)
     k = cfg.model.num_groups
     groups = list(range(k)) if groups is None else [int(g) for g in groups]
     for g in groups:
@@ -102,9 +101,8 @@ def evaluate_groups_run(target: str | Path, groups: Sequence[int] | None = None,
     if len(set(groups)) != len(groups):
         raise RunError(f"groups repeat: {groups}")
     one_pass = cfg.model.self_attention in ISOLATING_SELF_ATTENTION
-    common = (info.device, val.coco, cfg.train.eval_backend)
-    options = dict(amp=cfg.train.amp, show=info.is_main, log_every=cfg.train.log_every,
-                   iou_types=TASKS[cfg.model.task].iou_types, yaw_periods=periods)
+    common = (info.device, scorers)
+    options = dict(amp=cfg.train.amp, show=info.is_main, log_every=cfg.train.log_every)
     if one_pass:
         per_group = evaluate_groups(model, postprocess, loader, *common, groups, **options)
     else:  # one forward per group, with only that group's queries

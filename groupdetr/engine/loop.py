@@ -11,9 +11,6 @@ from groupdetr.criterion import weight_losses
 from groupdetr.engine.distributed import all_gather_objects, all_reduce_sum
 from groupdetr.engine.progress import progress
 from groupdetr.errors import NonFiniteLoss
-from groupdetr.evaluation import CocoEvaluator
-from groupdetr.evaluation.coco import to_coco_results
-from groupdetr.evaluation.det3d import Det3DEvaluator
 from groupdetr.groups import select_group
 
 __all__ = ["NonFiniteLoss", "train_one_epoch", "evaluate", "evaluate_groups", "matching_signature", "matching_instability"]
@@ -102,81 +99,64 @@ def _merge_parts(parts: list[dict]) -> dict:
     return merged
 
 
-def _gt_3d(target: dict) -> dict:
-    return {k: target[k] for k in Det3DEvaluator.GT_KEYS}
-
-
 @torch.no_grad()
-def _predict(model, postprocess, loader, device, amp: bool, show: bool, log_every: int, yaw_periods: dict | None,
-             groups: tuple[int, ...] | None) -> list[tuple[dict, dict, dict]]:
-    """Run ``model`` in eval mode over ``loader`` once and keep, per image, its COCO results (masks already
-    RLE-encoded, so no full-size mask is kept: COCO val would need ~150 GB of boolean masks otherwise) and,
-    for the 3D metric, its ground truth and 3D predictions. Keyed by image id: a DistributedSampler repeats
-    images to even out ranks.
+def _predict(model, postprocess, loader, device, scorers, amp: bool, show: bool, log_every: int,
+             groups: tuple[int, ...] | None) -> list[list[dict]]:
+    """Run ``model`` in eval mode over ``loader`` once and keep, per image and scorer, the scorer's record
+    of the image (:class:`groupdetr.evaluation.scorers.Scorer`). Keyed by image id: a DistributedSampler
+    repeats images to even out ranks.
 
     ``groups``: None runs the model's own active groups and returns one entry; a tuple runs those groups in
-    one forward and returns one entry per group, each scored from that group's slice of the outputs.
+    one forward and returns one entry per group, each recorded from that group's slice of the outputs.
+    Returns ``[slot][scorer] -> {image id: record}``.
     """
     model.eval()
     slots = 1 if groups is None else len(groups)
-    parts = [({}, {}, {}) for _ in range(slots)]
+    parts = [[{} for _ in scorers] for _ in range(slots)]
     for images, pad_mask, targets in progress(loader, len(loader), "eval", log_every, show):
         targets = _to(targets, device)
         with _autocast(device, amp):
             outputs = _float(model(images.to(device), pad_mask.to(device), targets, groups=groups))
-        for slot, (coco_results, gts_3d, preds_3d) in enumerate(parts):
+        for slot, records in enumerate(parts):
             slot_outputs = outputs if groups is None else select_group(outputs, slot)
             for t, r in zip(targets, postprocess(slot_outputs, targets)):
-                image_id = int(t["image_id"])
                 r = {k: v.cpu() for k, v in r.items()}
-                coco_results[image_id] = to_coco_results({image_id: r})
-                if yaw_periods is not None:
-                    gts_3d[image_id] = {k: v.cpu() for k, v in _gt_3d(t).items()}
-                    preds_3d[image_id] = {k: r[k] for k in Det3DEvaluator.PRED_KEYS}
+                for scorer, kept in zip(scorers, records):
+                    kept[int(t["image_id"])] = scorer.record(t, r)
     return parts
 
 
-def _score(part: tuple[dict, dict, dict], coco_gt, backend: str, iou_types, yaw_periods: dict | None) -> dict:
-    """Evaluation stats of one set of predictions, gathered across ranks (every rank gets the same dict)."""
-    coco_results, gts_3d, preds_3d = part
-    evaluator = CocoEvaluator(coco_gt, backend=backend)
-    merged = _merge_parts(all_gather_objects(coco_results))
-    evaluator.img_ids = sorted(merged)
-    evaluator.results = [res for image_id in evaluator.img_ids for res in merged[image_id]]
-    stats = evaluator.summarize(tuple(iou_types))
-    if yaw_periods is not None:
-        gts, preds = _merge_parts(all_gather_objects(gts_3d)), _merge_parts(all_gather_objects(preds_3d))
-        det3d = Det3DEvaluator(yaw_periods)
-        for image_id in sorted(gts):
-            det3d.update(gts[image_id], preds[image_id])
-        stats.update({f"3d/{k}": v for k, v in det3d.summarize().items() if k != "per_class"})
+def _score(records: list[dict], scorers) -> dict:
+    """Evaluation stats of one set of predictions: each scorer's, over the records of every rank (every
+    rank gets the same dict)."""
+    stats = {}
+    for scorer, kept in zip(scorers, records):
+        stats.update(scorer.score(_merge_parts(all_gather_objects(kept))))
     return stats
 
 
-def evaluate(model, postprocess, loader, device, coco_gt, backend: str, amp: bool = False, show: bool = True,
-             log_every: int = 50, iou_types=("bbox",), yaw_periods: dict | None = None) -> dict:
+def evaluate(model, postprocess, loader, device, scorers, amp: bool = False, show: bool = True,
+             log_every: int = 50) -> dict:
     """Evaluation stats of ``model`` in eval mode (its active group) on ``loader``, gathered across
     ranks; every rank returns the same dict.
 
-    COCO stats for each of ``iou_types`` (``bbox/AP``, ``segm/AP`` ...); with ``yaw_periods``
-    ({category id: period or None}) also the 3D metric of ``groupdetr.evaluation.det3d``
-    (``3d/mAP``, ``3d/NDS``, ``3d/ATE`` ...), whose ground truth comes from the targets.
+    ``scorers``: the task's (``TASKS[task].scorers(cfg, coco_gt)``): COCO box AP, mask AP (``segm/AP``),
+    the 3D metric (``3d/NDS`` ...), as the task declares.
     """
-    (part,) = _predict(model, postprocess, loader, device, amp, show, log_every, yaw_periods, None)
-    return _score(part, coco_gt, backend, iou_types, yaw_periods)
+    (records,) = _predict(model, postprocess, loader, device, scorers, amp, show, log_every, None)
+    return _score(records, scorers)
 
 
-def evaluate_groups(model, postprocess, loader, device, coco_gt, backend: str, groups, amp: bool = False,
-                    show: bool = True, log_every: int = 50, iou_types=("bbox",),
-                    yaw_periods: dict | None = None) -> dict[int, dict]:
+def evaluate_groups(model, postprocess, loader, device, scorers, groups, amp: bool = False, show: bool = True,
+                    log_every: int = 50) -> dict[int, dict]:
     """The stats of :func:`evaluate` for each of ``groups`` evaluated alone, from one pass over the data:
     one forward with all of ``groups`` active, each group scored from its own slice of the outputs.
 
     Only valid when the groups do not interact at inference (``model.self_attention`` in
     :data:`groupdetr.names.ISOLATING_SELF_ATTENTION`: cross-attention and FFN are per query, and
-    self-attention stays inside each group); :func:`groupdetr.engine.evaluate_run.evaluate_run` checks it.
-    Returns ``{group: stats}``.
+    self-attention stays inside each group); :func:`groupdetr.engine.evaluate_run.evaluate_groups_run`
+    checks it. Returns ``{group: stats}``.
     """
     groups = tuple(int(g) for g in groups)
-    parts = _predict(model, postprocess, loader, device, amp, show, log_every, yaw_periods, groups)
-    return {g: _score(part, coco_gt, backend, iou_types, yaw_periods) for g, part in zip(groups, parts)}
+    parts = _predict(model, postprocess, loader, device, scorers, amp, show, log_every, groups)
+    return {g: _score(records, scorers) for g, records in zip(groups, parts)}

@@ -38,7 +38,7 @@ from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, 
 from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
 from groupdetr.errors import RunError
 from groupdetr.pretrain.run import resolve_backbone_weights, weights_provenance
-from groupdetr.tasks import TASKS, yaw_periods
+from groupdetr.tasks import TASKS
 
 __all__ = ["RunError", "train", "make_loader", "check_run_dir", "seed_everything", "flush_denormals", "git_state", "peak_memory_mib", "manifest"]
 
@@ -171,8 +171,8 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
     resuming = state == "resume" and ckpt_path.is_file()
     build_cfg = _initial_weights(cfg, info, resuming)
     torch.manual_seed(cfg.seed)
-    periods = yaw_periods(cfg.model.task, val_ds.coco.dataset["categories"])
-    model, criterion, postprocess = build_all(build_cfg, periods)
+    model, criterion, postprocess = build_all(build_cfg, val_ds.coco.dataset["categories"])
+    scorers = TASKS[cfg.model.task].scorers(cfg, val_ds.coco)
     model.to(info.device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.lr_drop, gamma=0.1)
@@ -197,7 +197,7 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
             rd.atomic_write_json(out / rd.MANIFEST, m)
     barrier()
     net = torch.nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model
-    weights = loss_weights(cfg.loss)
+    weights = loss_weights(cfg)
     # Killed after the last checkpoint but before metrics.json: the last logged stats are final.
     stats = {k: v for k, v in (rd.read_jsonl(out / rd.LOG) or [{}])[-1].items() if "/" in k}
     for epoch in range(start + 1, cfg.optim.epochs + 1):
@@ -217,9 +217,8 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         matching = current
         t1 = time.perf_counter()
         if epoch % cfg.train.eval_every == 0 or epoch == cfg.optim.epochs:
-            stats = evaluate(model, postprocess, make_loader(val_ds, cfg, info, epoch, False), info.device, val_ds.coco,
-                             cfg.train.eval_backend, cfg.train.amp, info.is_main, cfg.train.log_every,
-                             TASKS[cfg.model.task].iou_types, periods)
+            stats = evaluate(model, postprocess, make_loader(val_ds, cfg, info, epoch, False), info.device, scorers,
+                             cfg.train.amp, info.is_main, cfg.train.log_every)
             record.update(stats)
         record["eval_seconds"] = round(time.perf_counter() - t1, 3)
         record["peak_memory_mib"] = round(peak_memory_mib(info.device), 1)

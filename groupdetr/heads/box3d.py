@@ -41,9 +41,11 @@ import torch
 from torch import nn
 
 from groupdetr.box_ops import inverse_sigmoid
-from groupdetr.model.transformer import MLP
+from groupdetr.heads import Task
+from groupdetr.layers import MLP
 
 __all__ = [
+    "TASK",
     "lid_depths",
     "frustum_points",
     "normalise_points",
@@ -301,16 +303,18 @@ class Box3DHead(nn.Module):
         """PETR's camera-aware position embedding of the encoder grid.
 
         Args:
-            ctx: :class:`groupdetr.heads.HeadContext` with ``intrinsics`` [B, 3, 3] and ``memory_hw``.
+            ctx: :class:`groupdetr.heads.HeadContext` with ``memory_hw`` and ``targets``, each holding the
+                ``intrinsics`` [3, 3] of its model-input image.
         Returns:
             [B, h*w, d], row-major over the grid as the flattened features.
         """
-        if ctx.intrinsics is None:
+        if not ctx.targets or any("intrinsics" not in t for t in ctx.targets):
             raise ValueError("detection_3d needs camera intrinsics in the targets")
-        # Geometry in float32 with autocast off: the detector hands the intrinsics in the features'
-        # dtype (bf16 under AMP), too coarse to invert, and linalg.inv has no bf16 kernel.
-        with torch.autocast(ctx.intrinsics.device.type, enabled=False):
-            points = frustum_points(ctx.intrinsics.float(), ctx.memory_hw, self.stride, self.depths)
+        intrinsics = torch.stack([t["intrinsics"] for t in ctx.targets]).to(ctx.images.device, torch.float32)
+        # Geometry in float32 with autocast off: bf16 (AMP) is too coarse to invert, and linalg.inv has
+        # no bf16 kernel.
+        with torch.autocast(intrinsics.device.type, enabled=False):
+            points = frustum_points(intrinsics, ctx.memory_hw, self.stride, self.depths)
             coords = inverse_sigmoid(normalise_points(points, self.depth_max)).flatten(3)  # [B, h, w, 3D]
         return self.position_encoder(coords).flatten(1, 2)
 
@@ -343,3 +347,31 @@ def build_box3d_head(cfg, backbone) -> Box3DHead:
     ``backbone`` (its ``stride`` is the encoder grid's)."""
     b3 = cfg.box3d_head
     return Box3DHead(cfg.hidden_dim, int(backbone.stride), b3.depth_bins, b3.depth_min, b3.depth_max)
+
+
+def _periods(categories) -> dict | None:
+    from groupdetr.evaluation.det3d import yaw_periods_from_categories
+
+    return None if categories is None else yaw_periods_from_categories(categories)
+
+
+def _box3d_scorers(cfg, coco_gt) -> list:
+    """Box AP and the 3D metric; ``coco_gt``: the val set's COCO object (its categories give the yaw periods)."""
+    from groupdetr.evaluation.scorers import CocoScorer, Det3DScorer
+
+    return [CocoScorer(coco_gt, ("bbox",), cfg.train.eval_backend), Det3DScorer(_periods(coco_gt.dataset["categories"]))]
+
+
+#: ``model.task=detection_3d``: this head and its losses, 3D boxes in the results (yaw decoded with the
+#: period of each detection's class, from the dataset's categories), box AP and the 3D metric.
+TASK = Task(
+    name="detection_3d",
+    primary_metric="3d/NDS",
+    scorers=_box3d_scorers,
+    head=build_box3d_head,
+    loss_terms=lambda cfg: [box3d_loss_term(cfg)],
+    loss_weights=lambda loss: {"loss_center": loss.weight_center, "loss_depth": loss.weight_depth,
+                               "loss_dims": loss.weight_dims, "loss_yaw": loss.weight_yaw},
+    postprocess_terms=lambda cfg, categories=None: [box3d_postprocess_term(cfg, _periods(categories))],
+    needs_3d=True,
+)

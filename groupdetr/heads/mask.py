@@ -33,9 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groupdetr.model.transformer import MLP
+from groupdetr.heads import Task
+from groupdetr.layers import MLP
 
 __all__ = [
+    "TASK",
     "PixelDecoder",
     "MaskHead",
     "build_mask_head",
@@ -366,3 +368,24 @@ def build_mask_head(cfg, backbone) -> MaskHead:
     if stride > strides[-1]:
         raise ValueError(f"model.mask_head.stride {stride} exceeds the backbone's last stage stride {strides[-1]}")
     return MaskHead(tuple(backbone.stage_channels), strides, cfg.hidden_dim, cfg.mask_head.mask_dim, stride)
+
+
+def _mask_scorers(cfg, coco_gt) -> list:
+    from groupdetr.evaluation.scorers import CocoScorer
+
+    return [CocoScorer(coco_gt, ("bbox", "segm"), cfg.train.eval_backend)]
+
+
+#: ``model.task=instance_segmentation``: this head, the mask costs and losses, masks in the results,
+#: COCO box and mask AP.
+TASK = Task(
+    name="instance_segmentation",
+    primary_metric="segm/AP",
+    scorers=_mask_scorers,
+    head=build_mask_head,
+    cost_terms=lambda cfg: [mask_cost_term(cfg)],
+    loss_terms=lambda cfg: [mask_loss_term(cfg)],
+    loss_weights=lambda loss: {"loss_mask": loss.weight_mask, "loss_dice": loss.weight_dice},
+    postprocess_terms=lambda cfg, categories=None: [mask_postprocess_term(cfg)],
+    needs_masks=True,
+)

@@ -1,4 +1,4 @@
 """Conditional DETR with query groups: backbone, encoder, conditional decoder, detector."""
-from groupdetr.model.detector import INFERENCE_QUERIES, ConditionalDETR, GroupDETR
+from groupdetr.model.detector import INFERENCE_QUERIES, GroupDETR
 
-__all__ = ["GroupDETR", "ConditionalDETR", "INFERENCE_QUERIES"]
+__all__ = ["GroupDETR", "INFERENCE_QUERIES"]

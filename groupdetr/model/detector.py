@@ -28,7 +28,7 @@ from groupdetr.model.backbone import downsample_mask
 from groupdetr.model.position import sine_image_encoding
 from groupdetr.model.transformer import MLP, Encoder
 
-__all__ = ["GroupDETR", "ConditionalDETR", "INFERENCE_QUERIES"]
+__all__ = ["GroupDETR", "INFERENCE_QUERIES"]
 
 # Which queries a detector keeps at inference. "one_group": the group ``eval_group`` only
 # (Group DETR); "all_groups": all K*N queries (naive one-to-many, paper Table 7 row b).
@@ -131,8 +131,9 @@ class GroupDETR(nn.Module):
         Args:
             images: [B, 3, H, W] normalised images (padded).
             pad_mask: [B, H, W] bool, True on padding; None means no padding.
-            targets: the batch's targets: ground truth for denoising queries (training) and the
-                camera intrinsics of the 3D head (always). Optional for 2D tasks without denoising.
+            targets: the batch's targets: ground truth for denoising queries (training), and whatever
+                the task's head reads (the 3D head: camera intrinsics, always). Optional for 2D tasks
+                without denoising.
             groups: override the active groups (default: :meth:`active_groups`).
         Returns:
             DETR-convention dict of the G*N matching queries of the active groups:
@@ -153,10 +154,7 @@ class GroupDETR(nn.Module):
             pad_mask = torch.zeros(b, *images.shape[-2:], dtype=torch.bool, device=images.device)
         features = self.backbone.forward_features(images)
         feat = features[-1]
-        intrinsics = None
-        if targets is not None and targets and "intrinsics" in targets[0]:
-            intrinsics = torch.stack([t["intrinsics"] for t in targets]).to(feat.dtype)
-        ctx = HeadContext(images, pad_mask, features, tuple(feat.shape[-2:]), targets=targets, intrinsics=intrinsics)
+        ctx = HeadContext(images, pad_mask, features, tuple(feat.shape[-2:]), targets=targets)
         mask = downsample_mask(pad_mask, feat.shape[-2:])
         pos = sine_image_encoding(mask, self.decoder.d_model // 2).to(feat.dtype)
         src = self.input_proj(feat).flatten(2).transpose(1, 2)  # [B, hw, d]
@@ -197,6 +195,3 @@ class GroupDETR(nn.Module):
             out["dn_queries"] = dn
         return out
 
-
-#: the paper preset's detector (``model.decoder=conditional``) is this class; kept as a name.
-ConditionalDETR = GroupDETR

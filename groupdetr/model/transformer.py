@@ -15,27 +15,11 @@ from torch import nn
 
 from groupdetr.box_ops import inverse_sigmoid
 from groupdetr.groups import QueryLayout
+from groupdetr.layers import MLP  # re-exported: the detector's and the heads' small MLP
 from groupdetr.model.attention import AttentionFn, ProjectedAttention
 from groupdetr.model.position import sine_box_encoding, sine_point_encoding
 
 __all__ = ["MLP", "Encoder", "ConditionalDecoder", "DABDecoder", "DECODERS", "INITS", "init_like_authors"]
-
-
-class MLP(nn.Module):
-    """``num_layers`` linear layers with ReLU in between (DETR's box head and Conditional DETR's
-    reference-point / query-scale heads)."""
-
-    def __init__(self, d_in: int, d_hidden: int, d_out: int, num_layers: int):
-        super().__init__()
-        dims = [d_in] + [d_hidden] * (num_layers - 1) + [d_out]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
 
 
 class FFN(nn.Module):

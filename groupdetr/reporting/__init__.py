@@ -3,7 +3,10 @@
 - :mod:`groupdetr.reporting.paper`: the paper's numbers (``results/paper/``) in the shapes of its tables,
   and joins with ours (Table 7, Tables 3-4).
 - :mod:`groupdetr.reporting.study`: one study's run directories -> long table, mean ± CI, effects,
-  paper-style tables and figures (``groupdetr gather``).
+  paper-style tables and figures (``groupdetr gather``); it re-exports, one concern each,
+  :mod:`~groupdetr.reporting.runs` (the long table), :mod:`~groupdetr.reporting.stats`,
+  :mod:`~groupdetr.reporting.tables` (and the gathered README), :mod:`~groupdetr.reporting.figures` (the
+  figure kinds' registry) and :mod:`~groupdetr.reporting.gather` (the atomic output folder, readers).
 - :mod:`groupdetr.reporting.notebooks`: headless execution of ``notebooks/`` (``groupdetr notebook``).
 """
 
