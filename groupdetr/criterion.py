@@ -8,12 +8,9 @@ Eq. 7). Auxiliary decoder layers are matched and scored independently (keys ``lo
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from groupdetr.box_ops import cxcywh_to_xyxy
 from groupdetr.denoising import denoising_losses
+from groupdetr.losses import class_and_box_losses, global_count
 from groupdetr.matcher import HungarianMatcher
 
 __all__ = ["SetCriterion", "weight_losses", "normaliser"]
@@ -25,12 +22,7 @@ def normaliser(targets: list[dict], num_groups: int, device: torch.device) -> to
     Under DDP each rank divides its local sum by this, and gradient averaging over ranks then
     yields the global per-box mean.
     """
-    n = torch.tensor(float(sum(len(t["labels"]) for t in targets) * num_groups), device=device)
-    world = 1
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(n)
-        world = dist.get_world_size()
-    return (n / world).clamp(min=1.0)
+    return global_count(sum(len(t["labels"]) for t in targets) * num_groups, device)
 
 
 class SetCriterion:
@@ -72,14 +64,8 @@ class SetCriterion:
 
         onehot = torch.zeros_like(logits)
         onehot[batch_idx, query_idx, labels] = 1.0
-        loss_ce = sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma, reduction="sum")
-
-        src = boxes[batch_idx, query_idx]
-        loss_bbox = F.l1_loss(src, tboxes, reduction="sum")
-        # Paired GIoU, O(P): DETR's diag(generalized_box_iou(...)) builds a P x P matrix, and with
-        # groups P = K * #GT, so its cost (and its backward's) grows with K^2.
-        loss_giou = generalized_box_iou_loss(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tboxes), reduction="sum")
-        losses = {"loss_ce": loss_ce / num_boxes, "loss_bbox": loss_bbox / num_boxes, "loss_giou": loss_giou / num_boxes}
+        losses = class_and_box_losses(logits, onehot, boxes[batch_idx, query_idx], tboxes, num_boxes,
+                                      self.focal_alpha, self.focal_gamma)
         for term in self.loss_terms:
             losses.update(term(outputs, targets, indices, num_boxes))
         return losses

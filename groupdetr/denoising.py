@@ -21,12 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from groupdetr.box_ops import cxcywh_to_xyxy
 from groupdetr.groups import QueryLayout
+from groupdetr.losses import class_and_box_losses, global_count
 
 __all__ = ["DenoisingQueries", "num_copies", "make_denoising_queries", "denoising_losses"]
 
@@ -105,15 +103,6 @@ def make_denoising_queries(targets: list[dict], num_sets: int, budget: int, labe
     return DenoisingQueries(labels, boxes, index, num_sets, copies, pad)
 
 
-def _normaliser(num: int, device) -> torch.Tensor:
-    n = torch.tensor(float(num), device=device)
-    world = 1
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(n)
-        world = dist.get_world_size()
-    return (n / world).clamp(min=1.0)
-
-
 def _layer_losses(outputs: dict, targets: list[dict], dn: DenoisingQueries, num: torch.Tensor, alpha: float,
                   gamma: float) -> dict[str, torch.Tensor]:
     logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
@@ -126,11 +115,7 @@ def _layer_losses(outputs: dict, targets: list[dict], dn: DenoisingQueries, num:
     # class loss over the real slots only (padding slots are not queries of anything)
     src_logits = logits[batch_idx, slot]
     onehot = F.one_hot(labels[flat], logits.shape[-1]).to(src_logits.dtype)
-    loss_ce = sigmoid_focal_loss(src_logits, onehot, alpha, gamma, reduction="sum")
-    src = boxes[batch_idx, slot]
-    loss_bbox = F.l1_loss(src, tboxes[flat], reduction="sum")
-    loss_giou = generalized_box_iou_loss(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tboxes[flat]), reduction="sum")
-    return {"loss_ce_dn": loss_ce / num, "loss_bbox_dn": loss_bbox / num, "loss_giou_dn": loss_giou / num}
+    return class_and_box_losses(src_logits, onehot, boxes[batch_idx, slot], tboxes[flat], num, alpha, gamma, "_dn")
 
 
 def denoising_losses(dn_outputs: dict, targets: list[dict], dn: DenoisingQueries, focal_alpha: float = 0.25,
@@ -144,7 +129,7 @@ def denoising_losses(dn_outputs: dict, targets: list[dict], dn: DenoisingQueries
     Returns:
         ``loss_ce_dn``, ``loss_bbox_dn``, ``loss_giou_dn`` and ``<name>_<i>`` for auxiliary layer i.
     """
-    num = _normaliser(int(dn.valid.sum()), dn_outputs["pred_logits"].device)
+    num = global_count(int(dn.valid.sum()), dn_outputs["pred_logits"].device)
     losses = _layer_losses(dn_outputs, targets, dn, num, focal_alpha, focal_gamma)
     for i, aux in enumerate(dn_outputs.get("aux_outputs", [])):
         losses.update({f"{k}_{i}": v for k, v in _layer_losses(aux, targets, dn, num, focal_alpha, focal_gamma).items()})
