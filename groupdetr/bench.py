@@ -4,9 +4,9 @@ Not a test: it prints figures. For every self-attention strategy and every numbe
 builds the model of a recipe (``model.num_groups=K``, ``model.self_attention=<sa>``), feeds it
 seeded random images and boxes, and times
 
-* a training step, split into forward, matching (every matcher call, auxiliary layers included),
-  loss (criterion minus matching, plus the weighted sum), backward and optimizer (gradient
-  clipping, step, zero_grad);
+* a training step (the engine's own, :func:`groupdetr.engine.loop.train_step`), split into forward,
+  matching (every matcher call, auxiliary layers included), loss (criterion minus matching, plus the
+  weighted sum), backward (after zero_grad) and optimizer (gradient clipping, step);
 * an evaluation step (``model.eval()``, no grad, forward only), which runs one group whatever K
   is, so its ratio to K=1 should be 1.00 up to noise.
 
@@ -25,20 +25,19 @@ import math
 import functools
 import gc
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from groupdetr.bench_args import BenchSettings, add_bench_args
 from groupdetr.build import build_criterion, build_model, build_optimizer, loss_weights
 from groupdetr.config import Config, ConfigError, load_config
-from groupdetr.criterion import weight_losses
 from groupdetr.engine.distributed import resolve_device as engine_device
-from groupdetr.bench_args import add_bench_args
+from groupdetr.engine.loop import train_step as engine_train_step
+from groupdetr.engine.memory import cuda_peak_mib, rss_peak_mib
 from groupdetr.errors import BenchError
 from groupdetr.model.attention import SELF_ATTENTION, ProjectedAttention
 
@@ -54,17 +53,17 @@ MATCHING_GOAL = 0.10  # matching below this share of the train step counts as "g
 # configurations, device and data
 
 
-def resolve_config(args: argparse.Namespace, k: int, sa: str) -> Config:
+def resolve_config(settings: BenchSettings, k: int, sa: str) -> Config:
     """The recipe plus the user's overrides plus the sweep's K and self-attention.
 
     A recipe with ``one_to_one`` assignment (which needs K=1) is switched to ``group`` for K > 1.
     Initial backbone weights do not change a step's cost, so the benchmark starts from random init.
     """
     sweep = [f"model.num_groups={k}", f"model.self_attention={sa}", "model.backbone.weights=null"]
-    base = load_config(args.config, args.overrides)
+    base = load_config(settings.config, settings.overrides)
     if base.matcher.assignment == "one_to_one" and k > 1:
         sweep.append("matcher.assignment=group")
-    return load_config(args.config, list(args.overrides) + sweep)
+    return load_config(settings.config, list(settings.overrides) + sweep)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -138,26 +137,15 @@ class TimedMatcher:
 
 
 def train_step(model, criterion, optimizer, weights: dict, clip: float, images, targets) -> dict[str, float]:
-    """One training step; returns seconds per phase (``PHASES``) and in total (``step``).
-
-    ``criterion.matcher`` must be a :class:`TimedMatcher`.
-    """
-    device, timer = images.device, criterion.matcher
+    """One training step of the engine (:func:`groupdetr.engine.loop.train_step`), timed with a clock that
+    waits for the GPU; returns seconds per phase (``PHASES``: the matcher's calls split out of the loss)
+    and in total (``step``). ``criterion.matcher`` must be a :class:`TimedMatcher`."""
+    timer = criterion.matcher
     timer.seconds = 0.0
-    t0 = clock(device)
-    outputs = model(images, targets=targets)
-    t1 = clock(device)
-    total = weight_losses(criterion(outputs, targets), weights)
-    t2 = clock(device)
-    total.backward()
-    t3 = clock(device)
-    if clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    t4 = clock(device)
-    return {"forward": t1 - t0, "matching": timer.seconds, "loss": t2 - t1 - timer.seconds,
-            "backward": t3 - t2, "optim": t4 - t3, "step": t4 - t0}
+    seconds = engine_train_step(model, criterion, weights, optimizer, images, None, targets, clip,
+                                clock=functools.partial(clock, images.device)).seconds
+    return {"forward": seconds["forward"], "matching": timer.seconds, "loss": seconds["loss"] - timer.seconds,
+            "backward": seconds["backward"], "optim": seconds["optim"], "step": seconds["step"]}
 
 
 def train_step_seconds(*args) -> float:
@@ -173,38 +161,33 @@ def eval_step(model, images, targets=None) -> float:
     return clock(images.device) - t0
 
 
-def rss_peak_mib() -> float:
-    """Peak resident set size of this process so far (``ru_maxrss``, KiB on Linux), in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 # ---------------------------------------------------------------------------------------------
 # one configuration
 
 
-def bench_config(cfg: Config, args: argparse.Namespace, device: torch.device, isolated: bool) -> dict:
-    """Time ``args.steps`` train and eval steps (after one warm-up each) of one configuration.
+def bench_config(cfg: Config, settings: BenchSettings, device: torch.device, isolated: bool) -> dict:
+    """Time ``settings.steps`` train and eval steps (after one warm-up each) of one configuration.
 
     Returns a row: the configuration, median seconds per phase, the per-step train/eval times,
     peak RSS (MiB) and its growth since the model, optimizer and data were built, and on CUDA
     ``torch.cuda.max_memory_allocated`` (MiB) over the training steps.
     """
-    batch, size = args.batch_size or cfg.optim.batch_size, args.image_size or cfg.data.image_size
+    batch, size = settings.batch_size or cfg.optim.batch_size, settings.image_size or cfg.data.image_size
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.matcher.assignment).to(device).train()
     criterion = build_criterion(cfg)
     criterion.matcher = TimedMatcher(criterion.matcher, device)
     optimizer, weights = build_optimizer(model, cfg), loss_weights(cfg)
-    images, targets = random_batch(cfg, batch, size, args.objects, device)
+    images, targets = random_batch(cfg, batch, size, settings.objects, device)
     rss_built = rss_peak_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     train = [train_step(model, criterion, optimizer, weights, cfg.optim.clip_max_norm, images, targets)
-             for _ in range(args.steps + 1)][1:]
-    cuda_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+             for _ in range(settings.steps + 1)][1:]
+    cuda_peak = cuda_peak_mib(device)
     model.eval()
-    evals = [eval_step(model, images, targets) for _ in range(args.steps + 1)][1:]
+    evals = [eval_step(model, images, targets) for _ in range(settings.steps + 1)][1:]
     rss_peak = rss_peak_mib()
 
     m = cfg.model
@@ -212,8 +195,8 @@ def bench_config(cfg: Config, args: argparse.Namespace, device: torch.device, is
            "denoising": m.denoising.sharing if m.denoising.enabled else "none",
            "self_attention": m.self_attention, "K": m.num_groups,
            "N": m.num_queries, "total_queries": m.num_groups * m.num_queries, "d": m.hidden_dim,
-           "assignment": cfg.matcher.assignment, "batch": batch, "image_size": size, "objects": args.objects,
-           "steps": args.steps, "threads": torch.get_num_threads()}
+           "assignment": cfg.matcher.assignment, "batch": batch, "image_size": size, "objects": settings.objects,
+           "steps": settings.steps, "threads": torch.get_num_threads()}
     row.update({f"{p}_s": statistics.median(s[p] for s in train) for p in PHASES})
     row["train_step_s"] = statistics.median(s["step"] for s in train)
     row["matching_share"] = row["matching_s"] / row["train_step_s"]
@@ -224,22 +207,22 @@ def bench_config(cfg: Config, args: argparse.Namespace, device: torch.device, is
     return row
 
 
-def worker_argv(args: argparse.Namespace, k: int, sa: str) -> list[str]:
+def worker_argv(settings: BenchSettings, k: int, sa: str) -> list[str]:
     """Command line of a worker process that benches the single configuration (K, sa)."""
-    argv = [sys.executable, "-m", "groupdetr.bench", "--worker", "--config", args.config,
-            "--groups", str(k), "--self-attention", sa, "--steps", str(args.steps),
-            "--objects", str(args.objects), "--device", args.device]
-    for item in args.overrides:
+    argv = [sys.executable, "-m", "groupdetr.bench", "--worker", "--config", settings.config,
+            "--groups", str(k), "--self-attention", sa, "--steps", str(settings.steps),
+            "--objects", str(settings.objects), "--device", settings.device]
+    for item in settings.overrides:
         argv += ["--set", item]
-    for flag, value in (("--batch-size", args.batch_size), ("--image-size", args.image_size), ("--threads", args.threads)):
+    for flag, value in (("--batch-size", settings.batch_size), ("--image-size", settings.image_size), ("--threads", settings.threads)):
         if value is not None:
             argv += [flag, str(value)]
     return argv
 
 
-def bench_in_subprocess(args: argparse.Namespace, k: int, sa: str) -> dict:
+def bench_in_subprocess(settings: BenchSettings, k: int, sa: str) -> dict:
     """Run one configuration in a fresh worker process and return its row."""
-    proc = subprocess.run(worker_argv(args, k, sa), capture_output=True, text=True)
+    proc = subprocess.run(worker_argv(settings, k, sa), capture_output=True, text=True)
     rows = [line[len(ROW_PREFIX):] for line in proc.stdout.splitlines() if line.startswith(ROW_PREFIX)]
     if proc.returncode != 0 or len(rows) != 1:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
@@ -276,37 +259,37 @@ def interleaved_medians(fns: dict, rounds: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def paired_eval_ratio(args: argparse.Namespace, device: torch.device, sa: str, k_base: int, k_max: int) -> float:
+def paired_eval_ratio(settings: BenchSettings, device: torch.device, sa: str, k_base: int, k_max: int) -> float:
     """Eval step of K=k_max over K=k_base, both models in this process, calls interleaved."""
     models, images, targets = {}, None, None
     for k in (k_base, k_max):
-        cfg = resolve_config(args, k, sa)
+        cfg = resolve_config(settings, k, sa)
         torch.manual_seed(cfg.seed)
         models[k] = build_model(cfg.model, cfg.matcher.assignment).to(device).eval()
-        images, targets = random_batch(cfg, args.batch_size or cfg.optim.batch_size,
-                                       args.image_size or cfg.data.image_size, args.objects, device)
+        images, targets = random_batch(cfg, settings.batch_size or cfg.optim.batch_size,
+                                       settings.image_size or cfg.data.image_size, settings.objects, device)
     fns = {k: functools.partial(eval_step, m, images, targets) for k, m in models.items()}
     interleaved_medians(fns, 1)  # warm-up
-    med = interleaved_medians(fns, max(30, 5 * args.steps))  # eval steps are cheap: many rounds
+    med = interleaved_medians(fns, max(30, 5 * settings.steps))  # eval steps are cheap: many rounds
     return med[k_max] / med[k_base]
 
 
-def paired_train_ratio(args: argparse.Namespace, device: torch.device, k: int) -> dict[str, float]:
+def paired_train_ratio(settings: BenchSettings, device: torch.device, k: int) -> dict[str, float]:
     """Train step seconds of separate and shared self-attention at K=k, steps interleaved."""
     fns = {}
     for sa in ("separate", "shared"):
-        cfg = resolve_config(args, k, sa)
+        cfg = resolve_config(settings, k, sa)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, cfg.matcher.assignment).to(device).train()
         criterion = build_criterion(cfg)
         criterion.matcher = TimedMatcher(criterion.matcher, device)
         optimizer, weights = build_optimizer(model, cfg), loss_weights(cfg)
-        images, targets = random_batch(cfg, args.batch_size or cfg.optim.batch_size,
-                                       args.image_size or cfg.data.image_size, args.objects, device)
+        images, targets = random_batch(cfg, settings.batch_size or cfg.optim.batch_size,
+                                       settings.image_size or cfg.data.image_size, settings.objects, device)
         fns[sa] = functools.partial(train_step_seconds, model, criterion, optimizer, weights,
                                     cfg.optim.clip_max_norm, images, targets)
     interleaved_medians(fns, 1)  # warm-up
-    return interleaved_medians(fns, args.steps)
+    return interleaved_medians(fns, settings.steps)
 
 
 def self_attention_seconds(sa_fn, attn, q, k, v, num_groups: int) -> float:
@@ -316,29 +299,29 @@ def self_attention_seconds(sa_fn, attn, q, k, v, num_groups: int) -> float:
     return clock(q.device) - t0
 
 
-def paired_self_attention(args: argparse.Namespace, device: torch.device, k: int) -> dict[str, float]:
+def paired_self_attention(settings: BenchSettings, device: torch.device, k: int) -> dict[str, float]:
     """The self-attention operation alone (one layer, fwd + bwd) at the recipe's B, K*N, d:
     separate (fold, K*N^2) vs shared ((K*N)^2), interleaved."""
-    cfg = resolve_config(args, k, "separate")
+    cfg = resolve_config(settings, k, "separate")
     m = cfg.model
     gen = torch.Generator().manual_seed(cfg.seed)
-    shape = (args.batch_size or cfg.optim.batch_size, k * m.num_queries, m.hidden_dim)
+    shape = (settings.batch_size or cfg.optim.batch_size, k * m.num_queries, m.hidden_dim)
     q, kk, v = (torch.randn(shape, generator=gen).to(device).requires_grad_() for _ in range(3))
     attn = ProjectedAttention(m.hidden_dim, m.nheads).to(device)
     fns = {sa: functools.partial(self_attention_seconds, SELF_ATTENTION[sa], attn, q, kk, v, k)
            for sa in ("separate", "shared")}
     interleaved_medians(fns, 1)  # warm-up
-    return interleaved_medians(fns, max(10, 3 * args.steps))
+    return interleaved_medians(fns, max(10, 3 * settings.steps))
 
 
-def run_paired(args: argparse.Namespace, device: torch.device) -> dict:
+def run_paired(settings: BenchSettings, device: torch.device) -> dict:
     """The goal comparisons, measured pairwise in this process (see :func:`interleaved_medians`)."""
-    k_base, k_max = min(args.groups), max(args.groups)
+    k_base, k_max = min(settings.groups), max(settings.groups)
     paired = {"K_base": k_base, "K_max": k_max,
-              "eval_ratio": {sa: paired_eval_ratio(args, device, sa, k_base, k_max) for sa in args.self_attention}}
-    if {"separate", "shared"} <= set(args.self_attention):
-        paired["train_step_s"] = paired_train_ratio(args, device, k_max)
-        paired["self_attention_s"] = paired_self_attention(args, device, k_max)
+              "eval_ratio": {sa: paired_eval_ratio(settings, device, sa, k_base, k_max) for sa in settings.self_attention}}
+    if {"separate", "shared"} <= set(settings.self_attention):
+        paired["train_step_s"] = paired_train_ratio(settings, device, k_max)
+        paired["self_attention_s"] = paired_self_attention(settings, device, k_max)
     return paired
 
 
@@ -412,25 +395,25 @@ def format_goals(rows: list[dict], paired: dict) -> str:
 # entry points
 
 
-def run_worker(args: argparse.Namespace, device: torch.device) -> int:
+def run_worker(settings: BenchSettings, device: torch.device) -> int:
     """Worker mode: bench each configuration here and print its row as one marked stdout line."""
-    for sa in args.self_attention:
-        for k in args.groups:
-            row = bench_config(resolve_config(args, k, sa), args, device, isolated=True)
+    for sa in settings.self_attention:
+        for k in settings.groups:
+            row = bench_config(resolve_config(settings, k, sa), settings, device, isolated=True)
             print(ROW_PREFIX + json.dumps(row), flush=True)
     return 0
 
 
-def run_sweep(args: argparse.Namespace, device: torch.device) -> list[dict]:
+def run_sweep(settings: BenchSettings, device: torch.device) -> list[dict]:
     """Rows of all (self-attention, K), each from a worker process unless ``--no-subprocess``.
 
     All configurations are resolved first, so a config error surfaces before anything runs.
     Progress goes to stderr.
     """
-    plan = [(sa, k, resolve_config(args, k, sa)) for sa in args.self_attention for k in args.groups]
+    plan = [(sa, k, resolve_config(settings, k, sa)) for sa in settings.self_attention for k in settings.groups]
     rows = []
     for sa, k, cfg in plan:
-        row = bench_config(cfg, args, device, isolated=False) if args.no_subprocess else bench_in_subprocess(args, k, sa)
+        row = bench_config(cfg, settings, device, isolated=False) if settings.no_subprocess else bench_in_subprocess(settings, k, sa)
         print(f"[bench] {sa} K={k}: train step {row['train_step_s']:.4f} s, eval step {row['eval_step_s']:.4f} s",
               file=sys.stderr, flush=True)
         rows.append(row)
@@ -441,23 +424,23 @@ def run_sweep(args: argparse.Namespace, device: torch.device) -> list[dict]:
     return rows
 
 
-def run_bench_cli(args: argparse.Namespace) -> int:
+def run_bench_cli(settings: BenchSettings) -> int:
     """``groupdetr bench``: run the sweep, print the table and the goals, optionally write JSON."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     try:
-        device = resolve_device(args.device)
-        if getattr(args, "worker", False):
-            return run_worker(args, device)
-        rows = run_sweep(args, device)
+        device = resolve_device(settings.device)
+        if settings.worker:
+            return run_worker(settings, device)
+        rows = run_sweep(settings, device)
         print("[bench] paired comparisons ...", file=sys.stderr, flush=True)
-        paired = run_paired(args, device)
+        paired = run_paired(settings, device)
     except BenchError as e:
         print(f"groupdetr bench: {e}", file=sys.stderr)
         return 1
     print(format_table(rows) + "\n\n" + format_goals(rows, paired))
-    if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "paired": paired}, indent=1) + "\n")
+    if settings.json:
+        settings.json.write_text(json.dumps({"rows": rows, "paired": paired}, indent=1) + "\n")
     return 0
 
 
@@ -466,9 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m groupdetr.bench", description=__doc__.split("\n")[0])
     add_bench_args(parser)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
     try:
-        return run_bench_cli(args)
+        return run_bench_cli(BenchSettings.from_args(parser.parse_args(argv)))
     except ConfigError as e:
         print(f"groupdetr bench: config error: {e}", file=sys.stderr)
         return 2

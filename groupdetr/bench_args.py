@@ -1,13 +1,41 @@
-"""The options of ``groupdetr bench`` (and of its worker processes), light enough for the console command
-to build its parser without importing torch."""
+"""The options of ``groupdetr bench`` (and of its worker processes) and the typed settings they make, light
+enough for the console command to build its parser without importing torch."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from groupdetr.names import SELF_ATTENTION
 
-__all__ = ["add_bench_args"]
+__all__ = ["add_bench_args", "BenchSettings"]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What ``groupdetr bench`` measures (the options of :func:`add_bench_args`, typed)."""
+
+    config: str = "cpu_small"
+    overrides: tuple[str, ...] = ()
+    groups: tuple[int, ...] = (1, 3, 11)
+    self_attention: tuple[str, ...] = ("separate", "shared")
+    steps: int = 5
+    batch_size: int | None = None  # None: the recipe's optim.batch_size
+    image_size: int | None = None  # None: the recipe's data.image_size
+    objects: int = 10
+    device: str = "auto"
+    threads: int | None = None
+    json: Path | None = None
+    no_subprocess: bool = False
+    worker: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "BenchSettings":
+        """The settings of parsed :func:`add_bench_args` options (lists become tuples)."""
+        values = {f.name: getattr(args, f.name, f.default) for f in fields(cls)}
+        for key in ("overrides", "groups", "self_attention"):
+            values[key] = tuple(values[key])
+        return cls(**values)
 
 
 def _positive_int(text: str) -> int:

@@ -47,8 +47,9 @@ def _cmd_recipes(args) -> int:
 
 def _cmd_bench(args) -> int:
     from groupdetr.bench import run_bench_cli
+    from groupdetr.bench_args import BenchSettings
 
-    return run_bench_cli(args)
+    return run_bench_cli(BenchSettings.from_args(args))
 
 
 def _setup_logging() -> None:

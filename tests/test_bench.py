@@ -73,3 +73,16 @@ def test_bench_runs_every_head_and_denoising(extra, tmp_path, capsys):
     assert rows[0]["task"] == cfg.get("model.task", "detection")
     assert rows[0]["denoising"] == ("per_group" if "model.denoising.enabled" in cfg else "none")
     assert f"task {rows[0]['task']}" in capsys.readouterr().out
+
+
+def test_bench_settings_are_the_options_typed():
+    """The parser's defaults and the settings' defaults agree; lists become tuples."""
+    import argparse
+
+    from groupdetr.bench_args import BenchSettings, add_bench_args
+
+    parser = argparse.ArgumentParser()
+    add_bench_args(parser)
+    assert BenchSettings.from_args(parser.parse_args([])) == BenchSettings()
+    s = BenchSettings.from_args(parser.parse_args(["--groups", "2", "4", "--set", "model.num_queries=5", "--steps", "3"]))
+    assert s.groups == (2, 4) and s.overrides == ("model.num_queries=5",) and s.steps == 3 and not s.worker

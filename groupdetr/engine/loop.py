@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 
@@ -13,7 +15,7 @@ from groupdetr.engine.progress import progress
 from groupdetr.errors import NonFiniteLoss
 from groupdetr.groups import select_group
 
-__all__ = ["NonFiniteLoss", "train_one_epoch", "evaluate", "evaluate_groups", "matching_signature", "matching_instability"]
+__all__ = ["NonFiniteLoss", "StepResult", "train_step", "train_one_epoch", "evaluate", "evaluate_groups", "matching_signature", "matching_instability"]
 
 
 def _to(targets: list[dict], device: torch.device) -> list[dict]:
@@ -49,6 +51,46 @@ def matching_instability(previous: dict, current: dict) -> float | None:
     return changed / total if total else None
 
 
+@dataclass
+class StepResult:
+    """What one :func:`train_step` leaves: the outputs, the named losses and their weighted ``total``, the
+    matching (per image: query_idx, target_idx) and the seconds of each phase (``forward``, ``loss``
+    (matching included), ``backward``, ``optim``) and of the whole ``step``."""
+
+    outputs: dict
+    losses: dict
+    indices: list
+    total: torch.Tensor
+    seconds: dict
+
+
+def train_step(model, criterion, loss_weights: dict, optimizer, images, pad_mask, targets, clip: float = 0.0,
+               amp: bool = False, check=None, clock=time.perf_counter) -> StepResult:
+    """One optimisation step: forward, matching and losses, backward, gradient clipping, optimizer step.
+
+    ``check(total)`` runs between the loss and the backward (the trainer stops on a non-finite loss
+    there); ``clock`` times the phases (the benchmark passes one that waits for the GPU first).
+    """
+    t0 = clock()
+    with _autocast(images.device, amp):
+        outputs = model(images, pad_mask, targets)
+    t1 = clock()
+    losses, indices = criterion.losses_and_matching(outputs, targets)
+    total = weight_losses(losses, loss_weights)
+    t2 = clock()
+    if check is not None:
+        check(total)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    t3 = clock()
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    t4 = clock()
+    return StepResult(outputs, losses, indices, total, {"forward": t1 - t0, "loss": t2 - t1, "backward": t3 - t2,
+                                                        "optim": t4 - t3, "step": t4 - t0})
+
+
 def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, device, epoch: int, clip: float,
                     max_iters: int | None, amp: bool, log_every: int, show: bool):
     """Train one epoch.
@@ -63,17 +105,13 @@ def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, dev
     batches = itertools.islice(loader, total_iters)
     for i, (images, pad_mask, targets) in enumerate(progress(batches, total_iters, f"epoch {epoch}", log_every, show), 1):
         images, pad_mask, targets = images.to(device), pad_mask.to(device), _to(targets, device)
-        with _autocast(device, amp):
-            outputs = model(images, pad_mask, targets)
-        losses, indices = criterion.losses_and_matching(outputs, targets)
-        total = weight_losses(losses, loss_weights)
-        if not torch.isfinite(total):
-            raise NonFiniteLoss(f"non-finite loss ({total.item()}) at epoch {epoch}, iteration {i}")
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
+
+        def finite(total, i=i):
+            if not torch.isfinite(total):
+                raise NonFiniteLoss(f"non-finite loss ({total.item()}) at epoch {epoch}, iteration {i}")
+
+        step = train_step(model, criterion, loss_weights, optimizer, images, pad_mask, targets, clip, amp, finite)
+        outputs, losses, indices, total = step.outputs, step.losses, step.indices, step.total
         values = torch.stack([v.detach() for v in losses.values()] + [total.detach()]).tolist()  # one host sync
         for k, v in zip([*losses, "loss"], values):
             sums[k] += v

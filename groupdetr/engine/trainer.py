@@ -17,7 +17,6 @@ import json
 import logging
 import platform
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from groupdetr import rundir as rd
 from groupdetr.engine.checkpoint import load_checkpoint, save_checkpoint
 from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
+from groupdetr.engine.memory import peak_memory_mib
 from groupdetr.errors import RunError
 from groupdetr.pretrain.run import resolve_backbone_weights, weights_provenance
 from groupdetr.tasks import TASKS
@@ -59,12 +59,6 @@ def flush_denormals(device: torch.device) -> None:
     to ~50x slower: a 3D-head step took 3 s instead of 0.06 s. Values below 1e-38 do not matter here."""
     if device.type == "cpu":
         torch.set_flush_denormal(True)
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _git(*args: str) -> str | None:
