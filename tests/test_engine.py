@@ -104,8 +104,22 @@ def test_schema_of_run_directory(synth_root, tmp_path):
     assert log[0]["matching_instability"] is None and 0 <= log[1]["matching_instability"] <= 1
     manifest = json.loads((run / rd.MANIFEST).read_text())
     assert {"config_hash", "command", "git_commit", "versions", "device", "seed", "world_size"} <= set(manifest)
+    assert manifest["git_dirty"] == bool(manifest["git_changes"])  # the flag says what it is about
     ckpt = load_checkpoint(run / rd.CHECKPOINT)
     assert ckpt["epoch"] == 2 and ckpt["config"]["model"]["num_groups"] == 3
+
+
+def test_git_changes_name_what_makes_a_checkout_dirty(tmp_path, monkeypatch):
+    from groupdetr.engine import trainer
+
+    lines = [f" M f{i}.py" for i in range(60)]
+    monkeypatch.setattr(trainer, "_git", lambda *args: "\n".join(lines) if args[0] == "status" else "abc")
+    changes = trainer.git_changes()
+    assert changes[:2] == [" M f0.py", " M f1.py"] and len(changes) == 51 and changes[-1] == "... and 10 more"
+    monkeypatch.setattr(trainer, "_git", lambda *args: "")
+    assert trainer.git_changes() == [] and trainer.git_state()[1] is False
+
+
 
 
 def test_eval_any_group_and_refusals(synth_root, tmp_path):

@@ -74,12 +74,19 @@ def git_state() -> tuple[str | None, bool]:
     return _git("rev-parse", "HEAD"), bool(_git("status", "--porcelain"))
 
 
+def git_changes(limit: int = 50) -> list[str]:
+    """The uncommitted changes of the package's checkout, as ``git status --porcelain`` lines (at most
+    ``limit``, then a count of the rest): what a run's ``git_dirty`` flag is about."""
+    lines = (_git("status", "--porcelain") or "").splitlines()
+    return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
 def manifest(cfg: Config, info: DistInfo, command: list[str]) -> dict:
     import torchvision
 
     return {
         "config_hash": config_hash(cfg), "command": command, "seed": cfg.seed,
-        "git_commit": git_state()[0], "git_dirty": git_state()[1],
+        "git_commit": git_state()[0], "git_dirty": git_state()[1], "git_changes": git_changes(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "numpy": np.__version__, "groupdetr": groupdetr.__version__},
         "device": torch.cuda.get_device_name(info.device) if info.device.type == "cuda" else platform.processor() or "cpu",
