@@ -111,12 +111,11 @@ class EvalJob:
     """One job of a study's extra evaluations: ``groupdetr eval RUN [--group ...] [--set ...] --out <name>.json``.
 
     ``groups`` None: one evaluation of the model as configured. A tuple: each of those groups evaluated
-    alone, in one job (``--groups all`` when it is every group), writing ``group{g}.json`` per group and
+    alone, in one job (``--groups g ...``), writing ``group{g}.json`` per group and
     the index ``<name>.json`` that the workflow tracks."""
 
     name: str
     groups: tuple[int, ...] | None = None
-    all_groups: bool = False
     overrides: tuple[str, ...] = ()
 
 
@@ -171,8 +170,7 @@ class Study:
                 continue
             overrides = tuple(override_args(spec.get("overrides") or {}))
             groups = tuple(ev.group for ev in files if ev.job == name and ev.group is not None)
-            jobs.append(EvalJob(name=name, groups=groups or None, all_groups=groups == tuple(range(num_groups)),
-                                overrides=overrides))
+            jobs.append(EvalJob(name=name, groups=groups or None, overrides=overrides))
         return jobs
 
     def evaluations_for(self, variant: str, num_groups: int) -> list[Evaluation]:

@@ -237,7 +237,7 @@ def test_eval_jobs_put_every_group_of_a_run_in_one_job(tmp_path, kstudy, assignm
     from groupdetr.studies import EvalJob
 
     (job,) = kstudy.eval_jobs("K11", 11)
-    assert job == EvalJob(name="per_group", groups=tuple(range(11)), all_groups=True)
+    assert job == EvalJob(name="per_group", groups=tuple(range(11)))
     assert kstudy.eval_jobs("K1", 1) == []
     assert [e.job for e in kstudy.evaluations_for("K11", 11)] == ["per_group"] * 11  # the files the job writes
     (nms,) = assignment.eval_jobs("naive_one_to_many", 11)
@@ -246,7 +246,7 @@ def test_eval_jobs_put_every_group_of_a_run_in_one_job(tmp_path, kstudy, assignm
     path.write_text("s:\n  variants:\n    a: {overrides: {model.num_groups: 4}}\n"
                     "  evaluations:\n    some: {variants: [a], groups: [3, 1]}\n")
     (job,) = load_studies(path)["s"].eval_jobs("a", 4)
-    assert job.groups == (3, 1) and not job.all_groups
+    assert job.groups == (3, 1)
     path.write_text("s:\n  variants:\n    a: {overrides: {model.num_groups: 4}}\n"
                     "  evaluations:\n    group3: {variants: [a], groups: all}\n")
     with pytest.raises(StudyError, match="evaluations.group3: name must be a plain word other than group<g>"):

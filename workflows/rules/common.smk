@@ -233,7 +233,7 @@ def eval_command(wildcards):
     if job is None:
         fail(f"study {wildcards.study}: no evaluation {wildcards.evaluation!r} for variant {wildcards.variant}")
     run = run_path(wildcards.study, wildcards.variant, int(wildcards.seed))
-    groups = "" if job.groups is None else " --groups " + ("all" if job.all_groups else " ".join(map(str, job.groups)))
+    groups = "" if job.groups is None else " --groups " + " ".join(map(str, job.groups))
     out = eval_file(run, job.name)
     return f"{groupdetr_command()} eval {shlex.quote(str(run))}{groups} {set_args(job.overrides)} --out {shlex.quote(str(out))}"
 
