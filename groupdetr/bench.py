@@ -36,7 +36,7 @@ from groupdetr.bench_args import BenchSettings, add_bench_args
 from groupdetr.build import build_criterion, build_model, build_optimizer, loss_weights
 from groupdetr.config import Config, ConfigError, load_config
 from groupdetr.engine.distributed import resolve_device as engine_device
-from groupdetr.engine.loop import train_step as engine_train_step
+from groupdetr.engine.loop import autocast, train_step as engine_train_step
 from groupdetr.engine.memory import cuda_peak_mib, rss_peak_mib
 from groupdetr.errors import BenchError
 from groupdetr.model.attention import SELF_ATTENTION, ProjectedAttention
@@ -136,13 +136,14 @@ class TimedMatcher:
         return getattr(self.matcher, name)
 
 
-def train_step(model, criterion, optimizer, weights: dict, clip: float, images, targets) -> dict[str, float]:
+def train_step(model, criterion, optimizer, weights: dict, clip: float, images, targets,
+               amp: bool = False) -> dict[str, float]:
     """One training step of the engine (:func:`groupdetr.engine.loop.train_step`), timed with a clock that
     waits for the GPU; returns seconds per phase (``PHASES``: the matcher's calls split out of the loss)
     and in total (``step``). ``criterion.matcher`` must be a :class:`TimedMatcher`."""
     timer = criterion.matcher
     timer.seconds = 0.0
-    seconds = engine_train_step(model, criterion, weights, optimizer, images, None, targets, clip,
+    seconds = engine_train_step(model, criterion, weights, optimizer, images, None, targets, clip, amp,
                                 clock=functools.partial(clock, images.device)).seconds
     return {"forward": seconds["forward"], "matching": timer.seconds, "loss": seconds["loss"] - timer.seconds,
             "backward": seconds["backward"], "optim": seconds["optim"], "step": seconds["step"]}
@@ -153,11 +154,17 @@ def train_step_seconds(*args) -> float:
     return train_step(*args)["step"]
 
 
+def amp_for(cfg: Config, device: torch.device) -> bool:
+    """Whether steps run under bf16 autocast: ``train.amp`` on a CUDA device (the engine's rule)."""
+    return bool(cfg.train.amp) and device.type == "cuda"
+
+
 @torch.no_grad()
-def eval_step(model, images, targets=None) -> float:
-    """Seconds of one inference forward (the model must be in eval mode)."""
+def eval_step(model, images, targets=None, amp: bool = False) -> float:
+    """Seconds of one inference forward (the model must be in eval mode), under bf16 autocast when ``amp``."""
     t0 = clock(images.device)
-    model(images, targets=targets)
+    with autocast(images.device, amp):
+        model(images, targets=targets)
     return clock(images.device) - t0
 
 
@@ -183,11 +190,12 @@ def bench_config(cfg: Config, settings: BenchSettings, device: torch.device, iso
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    train = [train_step(model, criterion, optimizer, weights, cfg.optim.clip_max_norm, images, targets)
+    amp = amp_for(cfg, device)
+    train = [train_step(model, criterion, optimizer, weights, cfg.optim.clip_max_norm, images, targets, amp)
              for _ in range(settings.steps + 1)][1:]
     cuda_peak = cuda_peak_mib(device)
     model.eval()
-    evals = [eval_step(model, images, targets) for _ in range(settings.steps + 1)][1:]
+    evals = [eval_step(model, images, targets, amp) for _ in range(settings.steps + 1)][1:]
     rss_peak = rss_peak_mib()
 
     m = cfg.model
@@ -196,7 +204,8 @@ def bench_config(cfg: Config, settings: BenchSettings, device: torch.device, iso
            "self_attention": m.self_attention, "K": m.num_groups,
            "N": m.num_queries, "total_queries": m.num_groups * m.num_queries, "d": m.hidden_dim,
            "assignment": cfg.matcher.assignment, "batch": batch, "image_size": size, "objects": settings.objects,
-           "steps": settings.steps, "threads": torch.get_num_threads()}
+           "steps": settings.steps, "threads": torch.get_num_threads(),
+           "precision": "bf16 autocast" if amp else "fp32"}
     row.update({f"{p}_s": statistics.median(s[p] for s in train) for p in PHASES})
     row["train_step_s"] = statistics.median(s["step"] for s in train)
     row["matching_share"] = row["matching_s"] / row["train_step_s"]
@@ -268,7 +277,8 @@ def paired_eval_ratio(settings: BenchSettings, device: torch.device, sa: str, k_
         models[k] = build_model(cfg.model, cfg.matcher.assignment).to(device).eval()
         images, targets = random_batch(cfg, settings.batch_size or cfg.optim.batch_size,
                                        settings.image_size or cfg.data.image_size, settings.objects, device)
-    fns = {k: functools.partial(eval_step, m, images, targets) for k, m in models.items()}
+    amp = amp_for(cfg, device)
+    fns = {k: functools.partial(eval_step, m, images, targets, amp) for k, m in models.items()}
     interleaved_medians(fns, 1)  # warm-up
     med = interleaved_medians(fns, max(30, 5 * settings.steps))  # eval steps are cheap: many rounds
     return med[k_max] / med[k_base]
@@ -287,7 +297,7 @@ def paired_train_ratio(settings: BenchSettings, device: torch.device, k: int) ->
         images, targets = random_batch(cfg, settings.batch_size or cfg.optim.batch_size,
                                        settings.image_size or cfg.data.image_size, settings.objects, device)
         fns[sa] = functools.partial(train_step_seconds, model, criterion, optimizer, weights,
-                                    cfg.optim.clip_max_norm, images, targets)
+                                    cfg.optim.clip_max_norm, images, targets, amp_for(cfg, device))
     interleaved_medians(fns, 1)  # warm-up
     return interleaved_medians(fns, settings.steps)
 
@@ -351,7 +361,7 @@ def format_table(rows: list[dict]) -> str:
             f"image {first['image_size']}x{first['image_size']}   batch {first['batch']}   N {first['N']}   "
             f"d {first['d']}   GT boxes/image {first['objects']}   assignment {assignment}   "
             f"task {first.get('task', 'detection')}   decoder {first.get('decoder', 'conditional')}   "
-            f"denoising {first.get('denoising', 'none')}",
+            f"denoising {first.get('denoising', 'none')}   {first.get('precision', 'fp32')}",
             f"times in seconds, median of {first['steps']} steps after 1 warm-up; "
             f"eval/K{base_k} = eval step / eval step at K={base_k} with the same self-attention"]
     cols = table_columns(first["cuda_peak_mib"] is not None, base_k)

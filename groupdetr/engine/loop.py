@@ -22,7 +22,8 @@ def _to(targets: list[dict], device: torch.device) -> list[dict]:
     return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
 
 
-def _autocast(device: torch.device, amp: bool):
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when ``amp`` (``train.amp``); a no-op context otherwise (CPU runs stay fp32)."""
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -72,7 +73,7 @@ def train_step(model, criterion, loss_weights: dict, optimizer, images, pad_mask
     there); ``clock`` times the phases (the benchmark passes one that waits for the GPU first).
     """
     t0 = clock()
-    with _autocast(images.device, amp):
+    with autocast(images.device, amp):
         outputs = model(images, pad_mask, targets)
     t1 = clock()
     losses, indices = criterion.losses_and_matching(outputs, targets)
@@ -153,7 +154,7 @@ def _predict(model, postprocess, loader, device, scorers, amp: bool, show: bool,
     parts = [[{} for _ in scorers] for _ in range(slots)]
     for images, pad_mask, targets in progress(loader, len(loader), "eval", log_every, show):
         targets = _to(targets, device)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             outputs = _float(model(images.to(device), pad_mask.to(device), targets, groups=groups))
         for slot, records in enumerate(parts):
             slot_outputs = outputs if groups is None else select_group(outputs, slot)
