@@ -62,7 +62,7 @@ def test_the_config_validates_against_the_names():
 
 @pytest.mark.parametrize("module", ["groupdetr.config", "groupdetr.studies", "groupdetr.names", "groupdetr.cli",
                                     "groupdetr.rundir", "groupdetr.errors", "groupdetr.pretrain.cache",
-                                    "groupdetr.reporting.study", "groupdetr.reporting.paper",
+                                    "groupdetr.reporting.study", "groupdetr.reporting.paper", "groupdetr.reporting.versus",
                                     "groupdetr.reporting.runs", "groupdetr.reporting.stats",
                                     "groupdetr.reporting.tables", "groupdetr.reporting.figures",
                                     "groupdetr.reporting.gather"])

@@ -1,5 +1,6 @@
-"""The paper's numbers beside a gathered study (groupdetr.reporting.paper), and the study spec the gatherer
-reads (groupdetr.studies: comparisons, metrics, reuse, evaluation jobs)."""
+"""The paper's numbers beside a gathered study (groupdetr.reporting.versus; the paper's deltas are each study's
+``comparisons:``), and the study spec the gatherer reads (groupdetr.studies: comparisons, metrics, reuse,
+evaluation jobs)."""
 from __future__ import annotations
 
 import math
@@ -9,10 +10,8 @@ import pandas as pd
 import pytest
 
 from groupdetr.reporting import study as S
-from groupdetr.reporting.paper import (BENCHMARK, TABLE7_VARIANTS, effects_vs_paper, fig8, fig8_comparison,
-                                       heads_comparison, load_reported, main_results, main_results_comparison,
-                                       rank_agreement, reported_value, table5, table6, table7, table7_claims,
-                                       table7_comparison)
+from groupdetr.reporting.paper import gains, load_reported, main_results, reported_value, table5, table6, table7
+from groupdetr.reporting.versus import main_results_comparison, paper_rows, rank_agreement, table7_comparison
 from groupdetr.studies import StudyError, load_studies, run_dir
 from reporting_fixtures import (SEEDS, all_studies, aruns, assignment, dnstudy, druns, heads, hruns,  # noqa: F401
                                 kstudy, runs_root)
@@ -24,33 +23,48 @@ def reported():
     return load_reported(REPO / "results" / "paper" / "reported.csv")
 
 
-def test_table7_comparison_ranks_and_claims(reported, aruns):
+def test_table7_comparison_joins_by_paper_row_and_ranks(reported, aruns, assignment):
     paper7 = table7(reported)
     c = table7_comparison(paper7, S.summarize(aruns))
     assert c["row"].tolist() == ["a", "b", "b", "c", "d"] and c["evaluation"].tolist()[2] == "nms"
-    assert c["variant"].tolist() == [TABLE7_VARIANTS[r] for r in "abbcd"]
+    assert c["variant"].tolist() == ["one_to_one", "naive_one_to_many", "naive_one_to_many", "group_shared_sa",
+                                     "group_detr"]
     assert c.loc[c["evaluation"] == "final", "paper_mAP"].tolist() == [32.6, 8.4, 34.8, 37.6]
     assert math.isnan(c.loc[2, "paper_mAP"]) and math.isnan(c.loc[2, "our_rank"])
     assert c.loc[4, "ours"] == pytest.approx(100 * np.mean([table7_ap("group_detr", s) for s in SEEDS]))
     ranks = rank_agreement(c)
     assert ranks["paper_order"] == ["d", "c", "a", "b"] and ranks["same_order"] and ranks["kendall_tau"] == 1.0
-    claims = table7_claims(aruns, paper7)
-    assert claims["paper_holds"].all() and claims["ours_holds"].tolist() == [True] * 4
-    assert claims.loc[0, "paper_diff"] == -24.2
+    # the paper's claims are the study's comparisons: each confirmed by our CI on the paper's side
+    claims = S.comparisons_table(aruns, assignment.comparisons)
+    assert claims["confirms_paper"].tolist() == [True] * 4
+    assert claims.set_index("comparison").loc["b_over_a", "paper_delta"] == pytest.approx(-0.242)
+
+
+def test_table7_rows_without_a_variant_are_not_run(reported, aruns):
+    """The join follows the study spec's paper_row; a row no variant claims stays the paper's alone."""
+    summary = S.summarize(aruns)
+    summary = summary.assign(paper_row=summary["paper_row"].where(summary["variant"] != "group_shared_sa"))
+    c = table7_comparison(table7(reported), summary)
+    row_c = c[c["row"] == "c"].iloc[0]
+    assert pd.isna(row_c["variant"]) and row_c["n"] == 0 and "not run" in row_c["setting"]
+    assert paper_rows(summary) == {"a": "one_to_one", "b": "naive_one_to_many", "d": "group_detr"}
+    twice = summary.assign(paper_row=summary["paper_row"].replace("(b)", "(a)"))
+    with pytest.raises(S.GatherError, match="both say paper_row"):
+        paper_rows(twice)
 
 
 def test_table7_claims_fail_when_the_runs_disagree(tmp_path, assignment, reported):
     flipped = {"one_to_one": 0.30, "naive_one_to_many": 0.25, "group_shared_sa": 0.36, "group_detr": 0.33}
     make_study_runs(tmp_path, assignment, SEEDS, ap_of=lambda v, s: flipped[v] + 0.002 * s)
     runs = S.collect(assignment, tmp_path)
-    claims = table7_claims(runs, table7(reported))
-    # naive o2m only 5 points below (not "far"), shared SA above separate SA: those two claims fail
-    assert claims["ours_holds"].tolist() == [False, True, False, True]
-    assert claims.loc[2, "ours_diff"] > 0 and claims.loc[0, "ours_ratio"] > 0.5
+    claims = S.comparisons_table(runs, assignment.comparisons).set_index("comparison")
+    # shared SA above separate SA: (d) over (c) goes against the paper; the other three still agree
+    assert claims["confirms_paper"].tolist() == [True, True, True, False]
+    assert claims.loc["d_over_c", "diff"] < 0 and not claims.loc["d_over_c", "sign_match"]
     ranks = rank_agreement(table7_comparison(table7(reported), S.summarize(runs)))
     assert ranks["our_order"] == ["c", "d", "a", "b"] and not ranks["same_order"]
-    one_seed = table7_claims(S.collect(assignment, tmp_path, seeds=[0]), table7(reported))
-    assert one_seed["ours_holds"].isna().all()  # unknown with one seed
+    one_seed = S.comparisons_table(S.collect(assignment, tmp_path, seeds=[0]), assignment.comparisons)
+    assert one_seed["confirms_paper"].isna().all()  # unknown with one seed
 
 
 def test_main_results_comparison_only_reproduces_coco_runs(reported, aruns):
@@ -69,7 +83,7 @@ def test_main_results_comparison_only_reproduces_coco_runs(reported, aruns):
     assert reported_value(reported, "Fig4", "mAP_median_over_groups") == 37.5
 
 
-def test_table5_table6_fig8_from_the_transcription(reported):
+def test_table5_table6_from_the_transcription(reported):
     t5 = table5(reported)
     assert t5[["detector", "metric", "baseline", "group_detr", "gain"]].values.tolist() == [
         ["PETR", "NDS", 42.0, 45.0, 3.0], ["PETR", "mAP", 37.4, 38.8, 1.4],
@@ -79,61 +93,76 @@ def test_table5_table6_fig8_from_the_transcription(reported):
     assert t6[["epochs", "metric", "baseline", "group_detr", "gain"]].values.tolist() == [
         [12, "mask mAP", 38.5, 39.7, 1.2], [50, "mask mAP", 43.7, 44.0, 0.3]]
     assert len(table6(reported, ("mask mAP", "mask APs"))) == 4
-    f8 = fig8(reported)
-    assert f8[["a", "b", "paper_a", "paper_b", "paper_delta"]].values.tolist() == [
-        ["dab", "dab_dn", 35.2, 38.6, 3.4], ["dab", "dab_group", 35.2, 39.1, 3.9],
-        ["dab_group", "dab_dn_group", 39.1, 40.6, 1.5], ["dab_dn", "dab_dn_group", 38.6, 40.6, 2.0],
-        ["dab", "dab_dn_group", 35.2, 40.6, 5.4]]
-    stated = f8.dropna(subset=["stated"])  # the text's +1.5 on Fig. 8 is Table 3's DN-DETR - DAB-DETR with groups
-    assert len(stated) == 1 and stated["stated"].item() == stated["paper_delta"].item() == 1.5
     with pytest.raises(ValueError, match="no rows of table 'Table6'"):
         table6(reported.assign(table=reported["table"].replace("Table6", "Table9")))
 
 
-def test_the_studies_paper_deltas_are_the_transcriptions(reported, heads, dnstudy):
-    """studies.yaml states each comparison's paper delta; it must be what reported.csv gives."""
-    h = heads_comparison(reported, None)
-    for c in heads.comparisons.values():
-        rows = h[(h["a"] == c.a) & (h["b"] == c.b) & (h["metric"] == c.metric)]
-        assert c.paper_table == rows["table"].iloc[0] and c.paper_delta == rows["paper_delta"].iloc[0], c.name
-    f = fig8(reported).set_index(["a", "b"])
-    for c in dnstudy.comparisons.values():
-        row = f.loc[(c.a, c.b)]
-        assert c.paper_delta == row["paper_delta"], c.name
-        assert c.paper_table == ("Fig8" if np.isfinite(row["stated"]) else "Table3"), c.name
+def _paper_deltas(reported) -> dict[tuple[str, str], tuple[str, float]]:
+    """What each comparison's paper delta must be, computed here from reported.csv (the test's own mapping of
+    comparisons to paper rows; the library has none): (study, comparison) -> (paper table, delta)."""
+    t3 = gains(reported, "Table3", ("mAP",))
+    t3 = t3[(t3["backbone"] == "ResNet-50") & (t3["epochs"] == 12)].set_index("detector")
+    t5 = table5(reported).set_index(["detector", "metric"])
+    t6 = table6(reported).set_index("epochs")
+    t7 = table7(reported).set_index("row")["mAP"]
+    dab, dn = t3.loc["DAB-DETR"], t3.loc["DN-DETR"]
+    fig8 = reported_value(reported, "Fig8", "mAP_gain_over_GroupDETR")
+    assert fig8 == round(dn["group_detr"] - dab["group_detr"], 1)  # the text's +1.5 is Table 3's difference
+    return {
+        ("ablation_K", "K11_over_K1"): ("Table3", t3.loc["C-DETR", "gain"]),
+        ("ablation_assignment", "d_over_a"): ("Table7", t7["d"] - t7["a"]),
+        ("ablation_assignment", "b_over_a"): ("Table7", t7["b"] - t7["a"]),
+        ("ablation_assignment", "c_over_a"): ("Table7", t7["c"] - t7["a"]),
+        ("ablation_assignment", "d_over_c"): ("Table7", t7["d"] - t7["c"]),
+        ("ablation_heads", "det2d"): ("Table3", t3.loc["C-DETR", "gain"]),
+        ("ablation_heads", "seg"): ("Table6", t6.loc[12, "gain"]),
+        ("ablation_heads", "det3d_NDS"): ("Table5", t5.loc[("PETR", "NDS"), "gain"]),
+        ("ablation_heads", "det3d_mAP"): ("Table5", t5.loc[("PETR", "mAP"), "gain"]),
+        ("ablation_dn", "dn"): ("Table3", dn["baseline"] - dab["baseline"]),
+        ("ablation_dn", "groups"): ("Table3", dab["gain"]),
+        ("ablation_dn", "dn_on_groups"): ("Fig8", fig8),
+        ("ablation_dn", "groups_on_dn"): ("Table3", dn["gain"]),
+        ("ablation_dn", "dn_and_groups"): ("Table3", dn["group_detr"] - dab["baseline"]),
+        ("recipe_probe", "groups_pretrained"): ("Table3", t3.loc["C-DETR", "gain"]),
+    }
 
 
-def test_heads_comparison_puts_our_effect_beside_each_paper_row(reported, hruns):
-    h = heads_comparison(reported, hruns)
-    assert h["table"].tolist() == ["Table3", "Table5", "Table5", "Table5", "Table5", "Table6", "Table6"]
-    assert h["paper_model"].tolist()[:2] == ["C-DETR (ResNet-50, 12 ep)", "PETR (VoVNetV2, 24 ep)"]
-    assert (h["benchmark"] == BENCHMARK).all() and "not nuScenes/COCO" in BENCHMARK
-    petr_nds = h.iloc[1]
+def test_the_studies_paper_deltas_are_the_transcriptions(reported, all_studies):
+    """studies.yaml states each comparison's paper delta (the only place the library has them); every one must
+    be what reported.csv gives, and a new one must be added to the mapping above."""
+    expected = _paper_deltas(reported)
+    stated = {(s.name, c.name): (c.paper_table, c.paper_delta)
+              for s in all_studies.values() for c in s.comparisons.values() if c.paper_delta is not None}
+    assert set(stated) == set(expected)
+    for key, (table, delta) in expected.items():
+        assert stated[key] == (table, pytest.approx(round(float(delta), 1))), key
+
+
+def test_heads_comparisons_put_our_effect_beside_the_papers(hruns, heads):
+    h = S.comparisons_table(hruns, heads.comparisons).set_index("comparison")
+    assert h["paper_table"].tolist() == ["Table3", "Table6", "Table5", "Table5"]
     e = S.effect(hruns, "det3d_K1", "det3d_K11", "3d/NDS")
-    assert (petr_nds["paper_metric"], petr_nds["metric"], petr_nds["paper_delta"]) == ("NDS", "3d/NDS", 3.0)
-    assert (petr_nds["ours_delta"], petr_nds["ours_low"], petr_nds["ours_high"]) == pytest.approx(
-        (100 * e["diff"], 100 * e["low"], 100 * e["high"]))
-    assert h["sign_match"].tolist() == [True] * 7 and h["confirms_paper"].tolist() == [True] * 7
-    assert h.iloc[5]["ours_delta"] == h.iloc[6]["ours_delta"]  # 12 and 50 ep rows: our one mask comparison
-    none = heads_comparison(reported, None)
-    assert (none["n_a"] == 0).all() and none["ours_delta"].isna().all() and none["sign_match"].isna().all()
-    assert none["paper_delta"].tolist() == [5.0, 3.0, 1.4, 1.0, 1.2, 1.2, 0.3]
+    nds = h.loc["det3d_NDS"]
+    assert (nds["metric"], nds["paper_delta"]) == ("3d/NDS", pytest.approx(0.03))
+    assert (nds["diff"], nds["low"], nds["high"]) == pytest.approx((e["diff"], e["low"], e["high"]))
+    assert h["sign_match"].tolist() == [True] * 4 and h["confirms_paper"].tolist() == [True] * 4
+    assert "PETRv2" in nds["paper_note"]  # the note names the paper rows the one delta stands beside
 
 
-def test_fig8_comparison_flags_an_effect_of_the_other_sign(tmp_path, reported, dnstudy, druns):
-    ok = fig8_comparison(reported, druns)
+def test_fig8_comparisons_flag_an_effect_of_the_other_sign(tmp_path, dnstudy, druns):
+    ok = S.comparisons_table(druns, dnstudy.comparisons)
     assert ok["confirms_paper"].tolist() == [True] * 5
-    row = ok.iloc[2]
+    row = ok.set_index("comparison").loc["dn_on_groups"]
     e = S.effect(druns, "dab_group", "dab_dn_group")
-    assert row["ours_delta"] == pytest.approx(100 * e["diff"]) and row["stated"] == 1.5
+    assert row["diff"] == pytest.approx(e["diff"]) and (row["paper_table"], row["paper_delta"]) == ("Fig8", 0.015)
     flipped = dict(zip(["dab", "dab_dn", "dab_group", "dab_dn_group"], [0.352, 0.386, 0.391, 0.371]))
     make_study_runs(tmp_path, dnstudy, SEEDS, ap_of=lambda v, s: flipped[v] + 0.002 * s)  # DN hurts with groups
     runs = S.collect(dnstudy, tmp_path)
-    bad = fig8_comparison(reported, runs)
+    bad = S.comparisons_table(runs, dnstudy.comparisons)
     # DN on top of groups and groups on top of DN now go against the paper; the other three still agree
     assert bad["sign_match"].tolist() == [True, True, False, False, True]
     assert bad["confirms_paper"].tolist() == [True, True, False, False, True]
-    one = effects_vs_paper(fig8(reported).assign(metric="bbox/AP"), S.collect(dnstudy, tmp_path, seeds=[0]))
+    one = S.comparisons_table(S.collect(dnstudy, tmp_path, seeds=[0]), dnstudy.comparisons)
     assert one["sign_match"].notna().all() and one["confirms_paper"].isna().all()
 
 

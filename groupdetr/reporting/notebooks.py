@@ -12,7 +12,8 @@ from pathlib import Path
 
 from groupdetr.errors import NotebookError, NotebookFailed
 
-__all__ = ["ENV", "NotebookError", "NotebookFailed", "repo_root", "results_root", "paper_dir", "execute_notebook"]
+__all__ = ["ENV", "NotebookError", "NotebookFailed", "repo_root", "results_root", "paper_dir", "paper_deltas",
+           "execute_notebook"]
 
 #: environment variable naming the results root a notebook reads.
 ENV = "GROUPDETR_RESULTS"
@@ -41,6 +42,19 @@ def paper_dir(results: str | Path) -> Path:
     the repository's ``results/paper`` (a workflow may gather into another folder, e.g. /tmp/.../results)."""
     own = Path(results) / "paper"
     return own if (own / "reported.csv").is_file() else repo_root() / "results" / "paper"
+
+
+def paper_deltas(study: str, studies_file: str | Path | None = None) -> list[dict]:
+    """The paper's deltas that ``study`` compares with (its ``comparisons:`` in the studies file, by default
+    the repository's ``workflows/config/studies.yaml``): one dict per comparison with comparison, label, a, b,
+    metric, paper_table, paper_delta (points), paper_note. What a notebook shows before the study is gathered;
+    once gathered, ``comparisons.csv`` carries the same deltas beside our effects."""
+    from groupdetr.studies import load_studies
+
+    spec = load_studies(studies_file or repo_root() / "workflows" / "config" / "studies.yaml")[study]
+    return [{"comparison": c.name, "label": c.label, "a": c.a, "b": c.b, "metric": c.metric,
+             "paper_table": c.paper_table, "paper_delta": c.paper_delta, "paper_note": c.paper_note}
+            for c in spec.comparisons.values()]
 
 
 def _failed_cell(nb) -> tuple[int, str]:
