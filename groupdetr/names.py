@@ -13,10 +13,10 @@ __all__ = ["BACKBONES", "SELF_ATTENTION", "ISOLATING_SELF_ATTENTION", "ASSIGNMEN
 #: ``model.backbone.name``: :data:`groupdetr.model.backbone.BACKBONES`
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "small_cnn")
 #: ``model.self_attention``: :data:`groupdetr.model.attention.SELF_ATTENTION`
-SELF_ATTENTION = ("separate", "separate_masked", "shared")
+SELF_ATTENTION = ("separate", "shared")
 #: the self-attentions under which no query sees another group's: evaluating every group in one forward
 #: then gives each group's predictions exactly as when it runs alone
-ISOLATING_SELF_ATTENTION = ("separate", "separate_masked")
+ISOLATING_SELF_ATTENTION = ("separate",)
 #: ``matcher.assignment``: :data:`groupdetr.matcher.ASSIGNMENTS`
 ASSIGNMENTS = ("one_to_one", "group", "naive_one_to_many")
 #: the assignments valid with one group only (``Assignment.requires_single_group``)

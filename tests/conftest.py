@@ -27,10 +27,23 @@ def tiny_config(**kv):
     return load_config("cpu_small", TINY + extra)
 
 
+#: ``model__self_attention`` value that asks for the masked reference of separate self-attention
+#: (:func:`groupdetr.model.attention.masked_self_attention`): not a user choice, so the model is built with
+#: ``separate`` and the reference swapped in.
+MASKED_REFERENCE = "separate_masked"
+
+
 def tiny_model(seed: int = 0, **kv):
+    masked = kv.get("model__self_attention") == MASKED_REFERENCE
+    if masked:
+        kv = {**kv, "model__self_attention": "separate"}
     cfg = tiny_config(**kv)
     torch.manual_seed(seed)
     model, criterion, post = build_all(cfg)
+    if masked:
+        from groupdetr.model.attention import masked_self_attention
+
+        model.sa_fn = masked_self_attention
     return cfg, model, criterion, post
 
 

@@ -3,7 +3,10 @@ import pytest
 import torch
 
 from groupdetr.groups import group_slice
-from groupdetr.model.attention import SELF_ATTENTION, ProjectedAttention
+from groupdetr.model.attention import SELF_ATTENTION, ProjectedAttention, masked_self_attention
+
+#: the user's strategies plus the masked reference of the fold path
+STRATEGIES = {**SELF_ATTENTION, "separate_masked": masked_self_attention}
 
 
 def per_group_loop(attn, q, k, v, num_groups):
@@ -50,14 +53,14 @@ def matches_reference(fn, attn, batch, k, n=6):
 @pytest.mark.parametrize("batch", [2, 3])
 @pytest.mark.parametrize("impl", ["separate", "separate_masked"])
 def test_separate_equals_each_group_alone(attn, impl, k, batch):
-    assert matches_reference(SELF_ATTENTION[impl], attn, batch, k)
+    assert matches_reference(STRATEGIES[impl], attn, batch, k)
 
 
 @pytest.mark.parametrize("k", [3, 11])
 def test_fold_and_mask_implementations_agree(attn, k):
     q, kk, v = random_qkv(2, k, 5, seed=4)
     a = SELF_ATTENTION["separate"](attn, q, kk, v, k)
-    b = SELF_ATTENTION["separate_masked"](attn, q, kk, v, k)
+    b = masked_self_attention(attn, q, kk, v, k)
     torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
@@ -74,7 +77,7 @@ def test_single_group_all_strategies_are_plain_attention(attn):
     assert torch.equal(SELF_ATTENTION["separate"](attn, q, kk, v, 1), plain)
     assert torch.equal(SELF_ATTENTION["shared"](attn, q, kk, v, 1), plain)
     # The all-False mask takes another SDPA kernel: equal up to rounding.
-    torch.testing.assert_close(SELF_ATTENTION["separate_masked"](attn, q, kk, v, 1), plain, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(masked_self_attention(attn, q, kk, v, 1), plain, atol=1e-6, rtol=1e-5)
 
 
 def test_key_padding_mask_blocks_padded_keys(attn):

@@ -49,7 +49,7 @@ def test_config_hash_tracks_content():
         ("model.num_groups=0", "model.num_groups must be >= 1, got 0"),
         ("model.num_queries=0", "model.num_queries must be >= 1, got 0"),
         ("model.num_groups=two", "model.num_groups: expected int, got 'two'"),
-        ("model.self_attention=grouped", "model.self_attention: 'grouped' is not one of separate, separate_masked, shared"),
+        ("model.self_attention=grouped", "model.self_attention: 'grouped' is not one of separate, shared"),
         ("matcher.assignment=many", "matcher.assignment: 'many' is not one of"),
         ("model.eval_group=11", "model.eval_group must be in [0, 10]"),
         ("matcher.assignment=one_to_one", "matcher.assignment=one_to_one needs model.num_groups=1 (got 11)"),

@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from groupdetr.groups import QueryLayout, self_attention_mask
-from groupdetr.model.attention import SELF_ATTENTION, ProjectedAttention
+from groupdetr.model.attention import SELF_ATTENTION, ProjectedAttention, masked_self_attention
+
+#: the user's strategies plus the masked reference of the fold path
+STRATEGIES = {**SELF_ATTENTION, "separate_masked": masked_self_attention}
 
 D_MODEL = 8
 
@@ -73,7 +76,7 @@ def test_fold_strategy_equals_reference_mask(groups, sharing):
     layout = make_layout(groups, sharing)
     attn, x = inputs(layout)
     fast = SELF_ATTENTION["separate"](attn, x, x, x, layout)
-    ref = SELF_ATTENTION["separate_masked"](attn, x, x, x, layout)
+    ref = masked_self_attention(attn, x, x, x, layout)
     valid = torch.cat([layout.dn_valid, torch.ones(2, layout.num_matching, dtype=torch.bool)], 1)
     # padding queries' own outputs are never used (no loss); every real query must agree
     torch.testing.assert_close(fast[valid], ref[valid], atol=1e-6, rtol=1e-5)
@@ -111,7 +114,7 @@ def test_no_forbidden_information_path(strategy, groups, sharing):
         for i in range(layout.total):
             if not valid[i]:
                 continue
-            seen = influence(SELF_ATTENTION[strategy], attn, x, layout, b, i)
+            seen = influence(STRATEGIES[strategy], attn, x, layout, b, i)
             expected = torch.tensor([allowed_by_rules(layout, i, j, shared_groups) and bool(valid[j])
                                      for j in range(layout.total)])
             assert torch.equal(seen, expected), (b, i, describe(layout, i))
@@ -126,9 +129,9 @@ def test_matching_outputs_equal_the_plain_layer(strategy, groups, sharing):
     """Adding denoising queries leaves the matching queries' outputs bit for bit unchanged."""
     layout = make_layout(groups, sharing)
     attn, x = inputs(layout)
-    with_dn = SELF_ATTENTION[strategy](attn, x, x, x, layout)[:, layout.num_dn:]
+    with_dn = STRATEGIES[strategy](attn, x, x, x, layout)[:, layout.num_dn:]
     xm = x[:, layout.num_dn:]
-    plain = SELF_ATTENTION[strategy](attn, xm, xm, xm, groups)
+    plain = STRATEGIES[strategy](attn, xm, xm, xm, groups)
     assert torch.equal(with_dn, plain)
 
 

@@ -135,7 +135,7 @@ def separate_self_attention(attn, q, k, v, layout) -> torch.Tensor:
 def masked_self_attention(attn, q, k, v, layout) -> torch.Tensor:
     """Separate self-attention via the reference mask over all queries
     (:func:`groupdetr.groups.self_attention_mask`). Same result as :func:`separate_self_attention`
-    at (L)^2 cost; kept to cross-check the fold path."""
+    at (L)^2 cost; the tests' reference for the fold path, not a user choice (not in :data:`SELF_ATTENTION`)."""
     layout = as_layout(layout, q.shape[1])
     return attn(q, k, v, attn_mask=self_attention_mask(layout, device=q.device), key_padding_mask=dn_key_padding(layout))
 
@@ -153,6 +153,5 @@ def shared_self_attention(attn, q, k, v, layout) -> torch.Tensor:
 
 SELF_ATTENTION: dict[str, AttentionFn] = {
     "separate": separate_self_attention,
-    "separate_masked": masked_self_attention,
     "shared": shared_self_attention,
 }
