@@ -186,3 +186,49 @@ def test_multiscale_projection_and_flattening_on_the_small_cnn():
     torch.testing.assert_close(flat.ratios[1, 0], torch.tensor([8 / 12, 1.0]))
     with pytest.raises(ValueError, match="cannot hold"):
         MultiScaleProjection((8, 16, 32), d_model=32, num_levels=2)
+
+
+def test_padding_is_invisible_to_the_attention_with_valid_ratio_references():
+    """An image padded inside a batch gets the same attention output at its valid positions as alone: the
+    references are scaled to the valid area, offsets are in pixels, and padded values read as zeros just
+    as points beyond an unpadded map do."""
+    torch.manual_seed(1)
+    attn = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=3)
+    for p in attn.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    valid, padded = [(4, 6), (2, 3)], [(6, 8), (3, 4)]
+    maps = [torch.randn(1, 16, h, w) for h, w in valid]
+    big = [torch.nn.functional.pad(m, (0, pw - w, 0, ph - h), value=5.0) for m, (h, w), (ph, pw) in
+           zip(maps, valid, padded)]  # junk in the padding
+    masks = [torch.ones(1, ph, pw, dtype=torch.bool) for ph, pw in padded]
+    for m, (h, w) in zip(masks, valid):
+        m[:, :h, :w] = False
+    zeros = [torch.zeros(1, ph, pw, dtype=torch.bool) for ph, pw in valid]
+    alone = flatten_levels(maps, zeros, [torch.zeros_like(m) for m in maps], torch.zeros(2, 16))
+    batch = flatten_levels(big, masks, [torch.zeros_like(m) for m in big], torch.zeros(2, 16))
+    ref_alone = encoder_reference_points(alone.shapes, alone.ratios)
+    ref_batch = encoder_reference_points(batch.shapes, batch.ratios)
+    out_alone = attn(alone.src, ref_alone, alone.src, alone.shapes, alone.mask)
+    out_batch = attn(batch.src, ref_batch, batch.src, batch.shapes, batch.mask)
+    keep = ~batch.mask[0]
+    torch.testing.assert_close(out_batch[0, keep], out_alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_deformable_encoder_layers_are_independent_and_all_trained():
+    from groupdetr.model.deformable_encoder import DeformableEncoder
+
+    torch.manual_seed(0)
+    enc = DeformableEncoder(d_model=16, nhead=2, dim_feedforward=32, dropout=0.0, num_layers=2, n_levels=2, n_points=2)
+    a, b = enc.layers
+    assert not torch.equal(a.ffn.linear1.weight, b.ffn.linear1.weight)
+    assert not torch.equal(a.attn.value_proj.weight, b.attn.value_proj.weight)
+    torch.testing.assert_close(a.attn.sampling_offsets.bias, b.attn.sampling_offsets.bias)  # the same directions
+    feats = [torch.randn(2, 16, 4, 5), torch.randn(2, 16, 2, 3)]
+    masks = [torch.zeros(2, 4, 5, dtype=torch.bool), torch.zeros(2, 2, 3, dtype=torch.bool)]
+    flat = flatten_levels(feats, masks, [torch.randn_like(f) for f in feats], torch.randn(2, 16))
+    memory = enc(flat)
+    assert memory.shape == (2, 26, 16)
+    memory.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
+    with pytest.raises(ValueError, match="built for 2 levels"):
+        enc(flatten_levels(feats[:1], masks[:1], feats[:1], torch.randn(1, 16)))
