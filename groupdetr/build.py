@@ -14,7 +14,7 @@ from groupdetr.criterion import SetCriterion
 from groupdetr.matcher import ASSIGNMENTS, HungarianMatcher
 from groupdetr.model import GroupDETR
 from groupdetr.model.backbone import BACKBONES, WeightsError
-from groupdetr.model.transformer import DECODERS, Encoder
+from groupdetr.model.registry import DECODERS, ENCODERS
 from groupdetr.postprocess import PostProcess, TaskPostProcess
 from groupdetr.tasks import TASKS, box_loss_weights
 
@@ -28,10 +28,11 @@ def build_model(cfg: ModelConfig, assignment: str = "group") -> GroupDETR:
         raise WeightsError("model.backbone.weights=pretrain is resolved by the trainer "
                            "(groupdetr.pretrain.run.resolve_backbone_weights) before the model is built")
     backbone = BACKBONES[cfg.backbone.name](cfg.backbone)
+    decoder_cls = DECODERS[cfg.decoder]
     return GroupDETR(
         backbone=backbone,
-        encoder=Encoder(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.enc_layers, init=cfg.init),
-        decoder=DECODERS[cfg.decoder](cfg),
+        encoder=ENCODERS[decoder_cls.encoder_kind].from_config(cfg),  # built first: the init order of old runs
+        decoder=decoder_cls.from_config(cfg),
         num_classes=cfg.num_classes,
         num_queries=cfg.num_queries,
         num_groups=cfg.num_groups,

@@ -106,6 +106,16 @@ class DenoisingConfig:
 
 
 @dataclass(frozen=True)
+class DeformableConfig:
+    """Multi-scale deformable attention (``model.decoder=dab_deformable``; Deformable DETR's defaults)."""
+
+    num_levels: int = 4  # feature levels the encoder and the decoder's cross-attention read
+    backbone_levels: int = 3  # of which the last backbone stages; the rest are extra stride-2 levels
+    enc_points: int = 4  # sampling points per head and level in the encoder
+    dec_points: int = 4  # ... and in the decoder's cross-attention
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: BackboneConfig = BackboneConfig()
     hidden_dim: int = 256
@@ -129,6 +139,7 @@ class ModelConfig:
     mask_head: MaskHeadConfig = MaskHeadConfig()
     box3d_head: Box3DHeadConfig = Box3DHeadConfig()
     denoising: DenoisingConfig = DenoisingConfig()
+    deformable: DeformableConfig = DeformableConfig()
 
 
 @dataclass(frozen=True)
@@ -455,8 +466,13 @@ def validate(cfg: Config) -> Config:
             f"matcher.assignment={mt.assignment} needs model.num_groups=1 (got {m.num_groups}); use 'group' for K > 1"
         )
     dn = m.denoising
-    if dn.enabled and m.decoder != "dab":
-        raise ConfigError(f"model.denoising.enabled needs anchor-box queries: set model.decoder=dab (got {m.decoder})")
+    if dn.enabled and m.decoder not in names.ANCHOR_DECODERS:
+        raise ConfigError(f"model.denoising.enabled needs anchor-box queries: set model.decoder to one of "
+                          f"{', '.join(names.ANCHOR_DECODERS)} (got {m.decoder})")
+    df = m.deformable
+    if not 1 <= df.backbone_levels <= df.num_levels or df.enc_points < 1 or df.dec_points < 1:
+        raise ConfigError(f"model.deformable needs 1 <= backbone_levels <= num_levels and enc_points, dec_points >= 1, "
+                          f"got {df.backbone_levels}, {df.num_levels}, {df.enc_points}, {df.dec_points}")
     if dn.num_queries < 1 or not 0.0 <= dn.label_noise <= 1.0 or not 0.0 <= dn.box_noise <= 1.0:
         raise ConfigError(f"model.denoising: num_queries must be >= 1 and label_noise, box_noise in [0, 1], got "
                           f"{dn.num_queries}, {dn.label_noise}, {dn.box_noise}")

@@ -8,7 +8,7 @@ added in one place and not the other fails the suite.
 from __future__ import annotations
 
 __all__ = ["BACKBONES", "SELF_ATTENTION", "ISOLATING_SELF_ATTENTION", "ASSIGNMENTS", "SINGLE_GROUP_ASSIGNMENTS", "COCO_BACKENDS", "TASKS",
-           "DECODERS", "INITS", "DN_SHARING", "DATASETS", "FIGURE_KINDS"]
+           "DECODERS", "ANCHOR_DECODERS", "INITS", "DN_SHARING", "DATASETS", "FIGURE_KINDS"]
 
 #: ``model.backbone.name``: :data:`groupdetr.model.backbone.BACKBONES`
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "small_cnn")
@@ -25,8 +25,10 @@ SINGLE_GROUP_ASSIGNMENTS = ("one_to_one",)
 COCO_BACKENDS = ("pycocotools", "faster_coco_eval")
 #: ``model.task``: :data:`groupdetr.tasks.TASKS`
 TASKS = ("detection", "instance_segmentation", "detection_3d")
-#: ``model.decoder``: :data:`groupdetr.model.transformer.DECODERS`
-DECODERS = ("conditional", "dab")
+#: ``model.decoder``: :data:`groupdetr.model.registry.DECODERS`
+DECODERS = ("conditional", "dab", "dab_deformable")
+#: the decoders whose queries are anchor boxes (they take DN-DETR's denoising queries)
+ANCHOR_DECODERS = ("dab", "dab_deformable")
 #: ``model.init``: :data:`groupdetr.model.transformer.INITS`
 INITS = ("authors", "pytorch")
 #: ``model.denoising.sharing``: one set of denoising queries per active group, or one set for all

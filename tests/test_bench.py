@@ -60,6 +60,7 @@ def test_bench_worker_subprocess(tmp_path):
     ["model.task=instance_segmentation", "model.mask_head.mask_dim=16"],
     ["model.task=detection_3d"],
     ["model.decoder=dab", "model.denoising.enabled=true"],
+    ["model.decoder=dab_deformable"],
 ])
 def test_bench_runs_every_head_and_denoising(extra, tmp_path, capsys):
     """The random batch carries masks and 3D labels, so every task (and DN) is benchmarked alike."""

@@ -138,11 +138,13 @@ def test_weights_of_denoising_and_auxiliary_losses():
 
 
 # ------------------------------------------------------------------ DN inside the model
+@pytest.mark.parametrize("decoder", ["dab", "dab_deformable"])
 @pytest.mark.parametrize("k,sharing", [(1, "per_group"), (3, "per_group"), (3, "shared")])
-def test_matching_outputs_do_not_see_denoising_queries(k, sharing, images, pad_mask):
+def test_matching_outputs_do_not_see_denoising_queries(k, sharing, decoder, images, pad_mask):
     """Training with DN: the matching queries' outputs equal those of the same model without DN."""
     targets = random_targets(2, 5, sizes=[3, 1])
-    _, model, _, _ = tiny_model(seed=6, model__num_groups=k, model__denoising__sharing=sharing, **DN)
+    _, model, _, _ = tiny_model(seed=6, model__num_groups=k, model__denoising__sharing=sharing,
+                                **{**DN, "model__decoder": decoder})
     with torch.no_grad():
         with_dn = forward(model, images, pad_mask, targets)
         assert with_dn["dn_outputs"]["pred_logits"].shape[1] == with_dn["dn_queries"].labels.shape[1] > 0
@@ -191,11 +193,12 @@ def test_k1_sharing_option_makes_no_difference(images, pad_mask):
     assert all(torch.equal(losses[0][k], losses[1][k]) for k in losses[0])
 
 
-def test_per_group_denoising_sets_see_only_their_group(images, pad_mask):
+@pytest.mark.parametrize("decoder", ["dab", "dab_deformable"])
+def test_per_group_denoising_sets_see_only_their_group(decoder, images, pad_mask):
     """Gradients: set s's outputs depend on group s's anchors only; matching outputs never on the
     label embedding (the only way ground truth enters the denoising queries' content)."""
     targets = random_targets(2, 5, sizes=[2, 1])
-    _, model, _, _ = tiny_model(seed=10, model__num_groups=3, **DN)
+    _, model, _, _ = tiny_model(seed=10, model__num_groups=3, **{**DN, "model__decoder": decoder})
     torch.manual_seed(0)
     out = forward(model, images, pad_mask, targets)
     dn = out["dn_queries"]
@@ -235,8 +238,8 @@ def test_training_step_with_groups_and_denoising(images, pad_mask):
     assert model.label_embed.weight.grad.abs().sum() > 0
 
 
-def test_denoising_needs_the_dab_decoder():
-    with pytest.raises(ConfigError, match="model.decoder=dab"):
+def test_denoising_needs_an_anchor_box_decoder():
+    with pytest.raises(ConfigError, match="set model.decoder to one of dab, dab_deformable"):
         load_config("cpu_small", ["model.denoising.enabled=true"])
     cfg = tiny_config(**DN)
     assert cfg.model.denoising.enabled and build_all(cfg)[0].label_embed is not None

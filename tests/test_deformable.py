@@ -229,6 +229,6 @@ def test_deformable_encoder_layers_are_independent_and_all_trained():
     memory = enc(flat)
     assert memory.shape == (2, 26, 16)
     memory.square().sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.layers.parameters())
     with pytest.raises(ValueError, match="built for 2 levels"):
         enc(flatten_levels(feats[:1], masks[:1], feats[:1], torch.randn(1, 16)))

@@ -86,7 +86,7 @@ def test_eval_outputs_equal_group_slice_of_training_outputs(k, groups, images, p
 
 
 @pytest.mark.parametrize("task", ["detection", "instance_segmentation"])
-@pytest.mark.parametrize("decoder", ["conditional", "dab"])
+@pytest.mark.parametrize("decoder", ["conditional", "dab", "dab_deformable"])
 def test_all_groups_in_one_forward_equal_each_group_alone(task, decoder, images, pad_mask):
     """What `groupdetr eval --group all` relies on: with separate self-attention, group g's slice of a
     forward with every group active is that group's forward alone, for every head and decoder."""

@@ -19,7 +19,8 @@ def _registries():
     from groupdetr.matcher import ASSIGNMENTS
     from groupdetr.model.attention import SELF_ATTENTION
     from groupdetr.model.backbone import BACKBONES
-    from groupdetr.model.transformer import DECODERS, INITS
+    from groupdetr.model.registry import DECODERS
+    from groupdetr.model.transformer import INITS
     from groupdetr.reporting.figures import FIGURES
     from groupdetr.tasks import TASKS
 

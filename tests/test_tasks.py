@@ -23,7 +23,7 @@ HEAD_KEYS = {
     "instance_segmentation": ("pred_mask_embeds",),
     "detection_3d": ("pred_center_2d", "pred_depth", "pred_dims", "pred_yaw"),
 }
-CASES = [(task, dec) for task in TASKS for dec in ("conditional", "dab")]
+CASES = [(task, dec) for task in TASKS for dec in ("conditional", "dab", "dab_deformable")]
 
 
 def task_targets(h: int, w: int, sizes=(3, 1), seed: int = 0) -> list[dict]:

@@ -1,7 +1,8 @@
 """Group DETR: a DETR-family detector with K groups of N object queries (paper Sec. 3).
 
-One shared core -- backbone, encoder, a decoder from ``groupdetr.model.transformer.DECODERS``
-(Conditional DETR, or DAB-DETR's anchor boxes refined layer by layer), class and box heads -- plus
+One shared core -- backbone, encoder, a decoder from ``groupdetr.model.registry.DECODERS``
+(Conditional DETR, DAB-DETR's anchor boxes refined layer by layer, or DAB-Deformable-DETR's, which reads a
+multi-scale deformable encoder), class and box heads -- plus
 an optional task head (``groupdetr.heads``: masks, 3D boxes) and optional DN-DETR denoising
 queries (``groupdetr.denoising``). The detector owns K*N query parameters (everything else is
 shared across groups). Once per forward it decides which groups are active -- all K in training;
@@ -23,10 +24,8 @@ from groupdetr.box_ops import inverse_sigmoid
 from groupdetr.denoising import make_denoising_queries
 from groupdetr.groups import QueryLayout
 from groupdetr.heads import HeadContext
+from groupdetr.layers import MLP
 from groupdetr.model.attention import SELF_ATTENTION
-from groupdetr.model.backbone import downsample_mask
-from groupdetr.model.position import sine_image_encoding
-from groupdetr.model.transformer import MLP, Encoder
 
 __all__ = ["GroupDETR", "INFERENCE_QUERIES"]
 
@@ -39,9 +38,10 @@ class GroupDETR(nn.Module):
     """
     Args:
         backbone: module with ``forward_features`` (``groupdetr.model.backbone``).
-        encoder: ``groupdetr.model.transformer.Encoder``.
+        encoder: an encoder of ``groupdetr.model.registry.ENCODERS`` (it makes the detector's input
+            projection and turns backbone maps into a :class:`groupdetr.model.memory.Memory`).
         decoder: a decoder of ``DECODERS``; ``decoder.query_dim`` is the width of one query
-            parameter (d for Conditional DETR's embeddings, 4 for DAB-DETR's anchor boxes).
+            parameter (d for Conditional DETR's embeddings, 4 for anchor boxes).
         num_classes: sigmoid classes (91 for COCO: category ids index the logits directly).
         num_queries: N, queries **per group**.
         num_groups: K.
@@ -57,7 +57,7 @@ class GroupDETR(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        encoder: Encoder,
+        encoder: nn.Module,
         decoder: nn.Module,
         num_classes: int,
         num_queries: int,
@@ -74,10 +74,10 @@ class GroupDETR(nn.Module):
         if inference_queries not in INFERENCE_QUERIES:
             raise ValueError(f"inference_queries must be one of {INFERENCE_QUERIES}, got {inference_queries!r}")
         if denoising is not None and not decoder.supports_denoising:
-            raise ValueError("denoising queries need an anchor-box decoder (model.decoder=dab)")
+            raise ValueError("denoising queries need an anchor-box decoder (model.decoder=dab or dab_deformable)")
         d = decoder.d_model
         self.backbone, self.encoder, self.decoder = backbone, encoder, decoder
-        self.input_proj = nn.Conv2d(backbone.num_channels, d, kernel_size=1)
+        self.input_proj = encoder.input_projection(backbone)
         self.query_embed = nn.Embedding(num_groups * num_queries, decoder.query_dim)
         self.class_embed = nn.Linear(d, num_classes)
         self.bbox_embed = MLP(d, d, 4, 3)
@@ -153,18 +153,11 @@ class GroupDETR(nn.Module):
         if pad_mask is None:
             pad_mask = torch.zeros(b, *images.shape[-2:], dtype=torch.bool, device=images.device)
         features = self.backbone.forward_features(images)
-        feat = features[-1]
-        ctx = HeadContext(images, pad_mask, features, tuple(feat.shape[-2:]), targets=targets)
-        mask = downsample_mask(pad_mask, feat.shape[-2:])
-        pos = sine_image_encoding(mask, self.decoder.d_model // 2).to(feat.dtype)
-        src = self.input_proj(feat).flatten(2).transpose(1, 2)  # [B, hw, d]
-        pos = pos.flatten(2).transpose(1, 2)
+        ctx = HeadContext(images, pad_mask, features, tuple(features[-1].shape[-2:]), targets=targets)
+        # PETR: camera-aware 3D position of every cell of the last backbone stage's grid
         extra = self.head.position(ctx) if self.head is not None else None
-        if extra is not None:
-            pos = pos + extra  # PETR: camera-aware 3D position of every feature cell
-        mask = mask.flatten(1)
-        memory = self.encoder(src, pos, mask)
-        ctx.memory, ctx.memory_pad = memory, mask
+        memory = self.encoder.encode(self.input_proj, features, pad_mask, extra)
+        ctx.memory, ctx.memory_pad = memory.grid()
 
         queries = self.group_queries(groups).unsqueeze(0).expand(b, -1, -1)
         dn = self.denoising_queries(targets, g)
@@ -174,7 +167,7 @@ class GroupDETR(nn.Module):
             layout = dn.layout(g, self.num_queries)
             content = torch.cat([self.label_embed(dn.labels), queries.new_zeros(b, queries.shape[1], self.decoder.d_model)], 1)
             queries = torch.cat([inverse_sigmoid(dn.boxes).to(queries.dtype), queries], dim=1)
-        hs, boxes = self.decoder(memory, mask, pos, queries, layout, self.sa_fn, self.bbox_embed, content)
+        hs, boxes = self.decoder(memory, queries, layout, self.sa_fn, self.bbox_embed, content)
         logits = self.class_embed(hs)  # [L, B, Q, C]
         if dn is None and self.label_embed is not None and self.training:
             # A batch without objects has no denoising queries; touching the label embedding keeps

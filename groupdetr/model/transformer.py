@@ -17,9 +17,12 @@ from groupdetr.box_ops import inverse_sigmoid
 from groupdetr.groups import QueryLayout
 from groupdetr.layers import MLP  # re-exported: the detector's and the heads' small MLP
 from groupdetr.model.attention import AttentionFn, ProjectedAttention
-from groupdetr.model.position import sine_box_encoding, sine_point_encoding
+from groupdetr.model.backbone import downsample_mask
+from groupdetr.model.memory import Memory
+from groupdetr.model.multiscale import valid_ratios
+from groupdetr.model.position import sine_box_encoding, sine_image_encoding, sine_point_encoding
 
-__all__ = ["MLP", "Encoder", "ConditionalDecoder", "DABDecoder", "DECODERS", "INITS", "init_like_authors"]
+__all__ = ["MLP", "FFN", "Encoder", "ConditionalDecoder", "DABDecoder", "INITS", "init_like_authors"]
 
 
 class FFN(nn.Module):
@@ -106,16 +109,47 @@ class EncoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Stack of encoder layers; ``init`` names the initialisation (:data:`INITS`)."""
+    """Stack of encoder layers over the last backbone map (one level); ``init`` names the initialisation
+    (:data:`INITS`)."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
                  init: str = "authors"):
         super().__init__()
         layer = EncoderLayer(d_model, nhead, dim_feedforward, dropout)
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
+        self.d_model = d_model
         INITS[init](self)  # after cloning: independent weights per layer
 
+    @classmethod
+    def from_config(cls, cfg) -> "Encoder":
+        """From the model config (``ModelConfig``)."""
+        return cls(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.enc_layers, init=cfg.init)
+
+    def input_projection(self, backbone: nn.Module) -> nn.Module:
+        """The detector's projection of the last backbone map to d: a 1x1 conv."""
+        return nn.Conv2d(backbone.num_channels, self.d_model, kernel_size=1)
+
+    def encode(self, proj: nn.Module, features: list[torch.Tensor], pad_mask: torch.Tensor,
+               extra_pos: torch.Tensor | None = None) -> Memory:
+        """Backbone maps -> :class:`Memory` of one level.
+
+        Args:
+            proj: the detector's :meth:`input_projection`.
+            features: the backbone's maps, finest first; the last one is encoded.
+            pad_mask: [B, H, W] bool, True on padding.
+            extra_pos: [B, h*w, d] added to the sine positions (the 3D head's camera rays), or None.
+        """
+        feat = features[-1]
+        mask = downsample_mask(pad_mask, feat.shape[-2:])
+        pos = sine_image_encoding(mask, self.d_model // 2).to(feat.dtype).flatten(2).transpose(1, 2)
+        src = proj(feat).flatten(2).transpose(1, 2)  # [B, hw, d]
+        if extra_pos is not None:
+            pos = pos + extra_pos
+        flat_mask = mask.flatten(1)
+        return Memory(self(src, pos, flat_mask), pos, flat_mask, [tuple(feat.shape[-2:])], valid_ratios(mask)[:, None])
+
     def forward(self, src: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """src, pos: [B, L, d]; pad: [B, L] bool -> [B, L, d]."""
         for layer in self.layers:
             src = layer(src, pos, pad)
         return src
@@ -199,6 +233,7 @@ class ConditionalDecoder(nn.Module):
     """
 
     supports_denoising = False
+    encoder_kind = "standard"  # the encoder it reads (``groupdetr.model.registry.ENCODERS``)
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
                  init: str = "authors"):
@@ -213,11 +248,13 @@ class ConditionalDecoder(nn.Module):
         self.query_dim = d_model
         INITS[init](self)
 
+    @classmethod
+    def from_config(cls, cfg) -> "ConditionalDecoder":
+        return cls(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers, init=cfg.init)
+
     def forward(
         self,
-        memory: torch.Tensor,
-        memory_pad: torch.Tensor,
-        pos: torch.Tensor,
+        memory: Memory,
         query_pos: torch.Tensor,
         layout: QueryLayout | int,
         sa_fn: AttentionFn,
@@ -226,7 +263,7 @@ class ConditionalDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            memory, pos: [B, L, d]; memory_pad: [B, L] bool.
+            memory: the encoder's :class:`Memory` (one level).
             query_pos: [B, Q, d] query embeddings (the G active groups, in the order of ``layout``).
             bbox_embed: the detector's box head, d -> 4 (shared by all layers).
             content: unused (Conditional DETR starts from zero content; no denoising queries).
@@ -243,7 +280,7 @@ class ConditionalDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             # First layer: no content yet, so the spatial query is the bare point embedding.
             query_sine = point_sine if i == 0 else point_sine * self.query_scale(out)
-            out = layer(out, memory, memory_pad, pos, query_pos, query_sine, layout, sa_fn)
+            out = layer(out, memory.src, memory.mask, memory.pos, query_pos, query_sine, layout, sa_fn)
             hs.append(self.norm(out))
         hs = torch.stack(hs)
         deltas = bbox_embed(hs)
@@ -265,6 +302,7 @@ class DABDecoder(nn.Module):
     """
 
     supports_denoising = True
+    encoder_kind = "standard"
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
                  modulate_hw: bool = True, init: str = "authors"):
@@ -280,11 +318,13 @@ class DABDecoder(nn.Module):
         self.query_dim = 4
         INITS[init](self)
 
+    @classmethod
+    def from_config(cls, cfg) -> "DABDecoder":
+        return cls(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers, init=cfg.init)
+
     def forward(
         self,
-        memory: torch.Tensor,
-        memory_pad: torch.Tensor,
-        pos: torch.Tensor,
+        memory: Memory,
         query_pos: torch.Tensor,
         layout: QueryLayout | int,
         sa_fn: AttentionFn,
@@ -293,7 +333,7 @@ class DABDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            memory, pos: [B, L, d]; memory_pad: [B, L] bool.
+            memory: the encoder's :class:`Memory` (one level).
             query_pos: [B, Q, 4] anchor boxes in logit space (inverse sigmoid of cxcywh), in the
                 order of ``layout`` (denoising anchors first).
             bbox_embed: box head d -> 4, shared by all layers.
@@ -304,7 +344,7 @@ class DABDecoder(nn.Module):
         """
         d = self.d_model
         anchor = query_pos.sigmoid()
-        out = torch.zeros(*query_pos.shape[:-1], d, dtype=memory.dtype, device=memory.device) if content is None else content
+        out = torch.zeros(*query_pos.shape[:-1], d, dtype=memory.src.dtype, device=memory.src.device) if content is None else content
         hs, boxes = [], []
         for i, layer in enumerate(self.layers):
             sine = sine_box_encoding(anchor, d)  # [B, Q, 2d]
@@ -316,22 +356,10 @@ class DABDecoder(nn.Module):
                 ref_wh = self.ref_anchor_head(out).sigmoid()
                 query_sine = torch.cat([query_sine[..., : d // 2] * (ref_wh[..., 1] / anchor[..., 3])[..., None],
                                         query_sine[..., d // 2:] * (ref_wh[..., 0] / anchor[..., 2])[..., None]], dim=-1)
-            out = layer(out, memory, memory_pad, pos, qpos, query_sine, layout, sa_fn)
+            out = layer(out, memory.src, memory.mask, memory.pos, qpos, query_sine, layout, sa_fn)
             h = self.norm(out)
             box = (bbox_embed(h) + inverse_sigmoid(anchor)).sigmoid()
             hs.append(h)
             boxes.append(box)
             anchor = box.detach()
         return torch.stack(hs), torch.stack(boxes)
-
-
-def _conditional(cfg) -> nn.Module:
-    return ConditionalDecoder(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers, init=cfg.init)
-
-
-def _dab(cfg) -> nn.Module:
-    return DABDecoder(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers, init=cfg.init)
-
-
-#: ``model.decoder`` -> builder from the model config
-DECODERS = {"conditional": _conditional, "dab": _dab}
