@@ -124,6 +124,10 @@ def _paper_deltas(reported) -> dict[tuple[str, str], tuple[str, float]]:
         ("ablation_dn", "groups_on_dn"): ("Table3", dn["gain"]),
         ("ablation_dn", "dn_and_groups"): ("Table3", dn["group_detr"] - dab["baseline"]),
         ("recipe_probe", "groups_pretrained"): ("Table3", t3.loc["C-DETR", "gain"]),
+        ("ablation_detectors", "cdetr"): ("Table3", t3.loc["C-DETR", "gain"]),
+        ("ablation_detectors", "dab"): ("Table3", dab["gain"]),
+        ("ablation_detectors", "dn"): ("Table3", dn["gain"]),
+        ("ablation_detectors", "dab_deformable"): ("Table3", t3.loc["DAB-Deformable-DETR", "gain"]),
     }
 
 
@@ -283,13 +287,20 @@ def test_eval_jobs_put_every_group_of_a_run_in_one_job(tmp_path, kstudy, assignm
 
 
 def test_the_projects_reuses_are_the_same_experiments():
-    """Table 7's rows (a), (d) and the heads study's 2D rows are ablation_K's K1 and K11, config for config."""
+    """Table 7's rows (a), (d), the heads study's 2D rows and the detectors study's Conditional DETR, DAB and DN
+    rows are runs of ablation_K and ablation_dn, config for config (load_studies checks it under the recipe)."""
     s = load_studies(STUDIES, "cpu_study", [])
     reuses = {(st.name, v.name): v.reuse for st in s.values() for v in st.variants.values() if v.reuse}
     assert reuses == {("ablation_assignment", "one_to_one"): ("ablation_K", "K1"),
                       ("ablation_assignment", "group_detr"): ("ablation_K", "K11"),
                       ("ablation_heads", "det2d_K1"): ("ablation_K", "K1"),
-                      ("ablation_heads", "det2d_K11"): ("ablation_K", "K11")}
+                      ("ablation_heads", "det2d_K11"): ("ablation_K", "K11"),
+                      ("ablation_detectors", "cdetr_K1"): ("ablation_K", "K1"),
+                      ("ablation_detectors", "cdetr_K11"): ("ablation_K", "K11"),
+                      ("ablation_detectors", "dab_K1"): ("ablation_dn", "dab"),
+                      ("ablation_detectors", "dab_K11"): ("ablation_dn", "dab_group"),
+                      ("ablation_detectors", "dn_K1"): ("ablation_dn", "dab_dn"),
+                      ("ablation_detectors", "dn_K11"): ("ablation_dn", "dab_dn_group")}
 
 
 _BASE = """\
