@@ -1,0 +1,111 @@
+"""Bad input is refused early with one line (issue 14, "Reliability"): config values, ``--out`` paths,
+the modes of atomically written files, the workflow's seeds.
+
+Each case here once got through: a traceback deep in the optimizer or the scheduler, a silently wrong
+run, or an overwritten result. The README's "What survives what" lists them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+
+import pytest
+
+from groupdetr import rundir as rd
+from groupdetr.cli import main
+from groupdetr import config as config_module
+from groupdetr.config import Config, ConfigError, load_config
+
+# ---------------------------------------------------------------------------------------------
+# config values
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=-1", "optim.lr must be > 0, got -1.0"),
+    ("optim.lr=0", "optim.lr must be > 0, got 0.0"),
+    ("optim.lr=.nan", "optim.lr must be finite and > 0, got nan"),
+    ("optim.lr=.inf", "optim.lr must be finite and > 0, got inf"),
+    ("optim.lr_backbone=-1e-5", "optim.lr_backbone must be > 0, got -1e-05"),
+    ("optim.weight_decay=-1", "optim.weight_decay must be >= 0, got -1.0"),
+    ("optim.clip_max_norm=-1", "optim.clip_max_norm must be >= 0 (0: no clipping), got -1.0"),
+    ("optim.lr_drop=0", "optim.lr_drop must be >= 1, got 0"),
+    ("optim.epochs=0", "optim.epochs must be >= 1, got 0"),
+    ("optim.batch_size=0", "optim.batch_size must be >= 1, got 0"),
+    ("model.dropout=1", "model.dropout must be in [0, 1), got 1.0"),
+    ("model.prior_prob=1", "model.prior_prob must be in (0, 1), got 1.0"),
+    ("matcher.focal_alpha=1.5", "matcher.focal_alpha must be in [0, 1], got 1.5"),
+    ("loss.weight_giou=-2", "loss.weight_giou must be >= 0, got -2.0"),
+    ("model.denoising.label_noise=2", "model.denoising.label_noise must be in [0, 1], got 2.0"),
+    ("model.backbone.channels=[8,0]", "model.backbone.channels[1] must be >= 1, got 0"),
+    ("train.max_iters_per_epoch=0", "train.max_iters_per_epoch must be >= 1 (or null: the full epoch), got 0"),
+    ("pretrain.lr=-1", "pretrain.lr must be > 0, got -1.0"),
+    ("seed=-1", "seed must be >= 0, got -1"),
+    ("data.synth.seed=-3", "data.synth.seed must be >= 0, got -3"),
+    ("device=tpu", "device: 'tpu' is not one of auto, cpu, cuda"),
+    ("optim.epochs=1.5e0", "optim.epochs: expected int, got '1.5e0'"),
+])
+def test_out_of_range_values_are_refused_at_load_time(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config("cpu_small", [override])
+    assert str(e.value) == message
+
+
+def test_a_refused_value_is_one_line_and_exit_code_2(capsys):
+    assert main(["config", "-c", "cpu_small", "--set", "optim.lr_drop=0"]) == 2
+    assert capsys.readouterr().err == "groupdetr: config error: optim.lr_drop must be >= 1, got 0\n"
+
+
+@pytest.mark.parametrize("override, key, value", [
+    ("optim.lr=1e-3", "optim.lr", 1e-3),  # YAML 1.1 reads 1e-3 as a string
+    ("optim.epochs=1e2", "optim.epochs", 100),  # an int written in float notation, exactly integral
+    ("model.num_queries=3.0", "model.num_queries", 3),
+    ("data.synth.num_train=1E3", "data.synth.num_train", 1000),
+    ("optim.clip_max_norm=0", "optim.clip_max_norm", 0.0),  # 0 is "no clipping", allowed
+    ("model.enc_layers=0", "model.enc_layers", 0),
+    ("postprocess.nms_iou=null", "postprocess.nms_iou", None),
+])
+def test_values_as_users_write_them_are_accepted(override, key, value):
+    got = load_config("cpu_small", [override])
+    for part in key.split("."):
+        got = getattr(got, part)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize("raw", ["1.5", "1e-1", "2.5e0"])
+def test_an_int_field_takes_no_fraction(raw):
+    with pytest.raises(ConfigError, match="model.num_queries: expected int"):
+        load_config("cpu_small", [f"model.num_queries={raw}"])
+
+
+def _numeric_fields(cls=Config, prefix: str = ""):
+    """``(dotted key, field)`` of every int, float, optional or tuple-of-numbers field, sections included."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _numeric_fields(tp, f"{prefix}{f.name}.")
+            continue
+        args = set(typing.get_args(tp)) if typing.get_origin(tp) in (typing.Union, types.UnionType, tuple) else {tp}
+        if args & {int, float}:
+            yield prefix + f.name, f
+
+
+def test_every_numeric_field_declares_its_range_and_the_defaults_are_in_it():
+    fields = dict(_numeric_fields())
+    assert {"optim.lr", "optim.lr_drop", "model.num_groups", "model.backbone.channels", "seed"} <= set(fields)
+    missing = [key for key, f in fields.items() if not isinstance(f.metadata.get("range"), config_module.Range)]
+    assert missing == []
+    check_fields = config_module.check_fields
+    check_fields(Config())  # the defaults are valid
+    for name in ("cpu_small", "paper_cdetr_r50_12ep"):
+        check_fields(load_config(name))
+
+
+def test_a_config_built_in_code_is_checked_too():
+    cfg = Config()
+    bad = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=math.nan))
+    with pytest.raises(ConfigError, match="optim.lr must be finite and > 0, got nan"):
+        config_module.validate(bad)
