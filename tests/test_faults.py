@@ -109,3 +109,17 @@ def test_a_config_built_in_code_is_checked_too():
     bad = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=math.nan))
     with pytest.raises(ConfigError, match="optim.lr must be finite and > 0, got nan"):
         config_module.validate(bad)
+
+
+def test_cuda_without_a_gpu_is_one_line_when_training_starts(tmp_path, monkeypatch, capsys):
+    """Reading the config cannot know the machine (and imports no torch): ``device=cuda`` loads, and
+    training refuses it before anything is built or written."""
+    import torch
+
+    assert load_config("cpu_small", ["device=cuda"]).device == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    assert main(["train", "-c", "cpu_small", "--set", "device=cuda", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("groupdetr: config error: device=cuda but this machine has no usable CUDA GPU")
+    assert err.count("\n") == 1 and not out.exists()
