@@ -12,11 +12,16 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["CONFIG", "MANIFEST", "LOG", "METRICS", "CHECKPOINT", "EVAL_DIR", "run_dir", "eval_file",
-           "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "append_jsonl", "read_jsonl"]
+from groupdetr.errors import UsageError
+
+__all__ = ["CONFIG", "MANIFEST", "LOG", "METRICS", "CHECKPOINT", "EVAL_DIR", "RUN_FILES", "run_dir", "eval_file",
+           "is_run_file", "check_eval_out", "atomic_write_bytes", "atomic_write_text",
+           "atomic_write_json", "append_jsonl", "read_jsonl"]
 
 CONFIG, MANIFEST, LOG, METRICS, CHECKPOINT, EVAL_DIR = (
     "config.yaml", "manifest.json", "log.jsonl", "metrics.json", "checkpoint.pth", "eval")
+#: the files of a run directory that only ``groupdetr train`` writes (an evaluation writes under ``eval/``)
+RUN_FILES = (CONFIG, MANIFEST, LOG, METRICS, CHECKPOINT)
 
 
 def run_dir(runs: str | Path, study: str, variant: str, seed: int | str) -> Path:
@@ -28,6 +33,28 @@ def run_dir(runs: str | Path, study: str, variant: str, seed: int | str) -> Path
 def eval_file(run: str | Path, name: str) -> Path:
     """The file of the extra evaluation ``name`` of a finished run (``groupdetr eval --out``)."""
     return Path(run) / EVAL_DIR / f"{name}.json"
+
+
+def is_run_file(path: str | Path) -> bool:
+    """Whether ``path`` is one of a run directory's own files (:data:`RUN_FILES`): such a name in a folder
+    that holds any of them. Only ``groupdetr train`` writes those."""
+    path = Path(path)
+    return path.name in RUN_FILES and any((path.parent / name).exists() for name in RUN_FILES)
+
+
+def check_eval_out(out: str | Path, checkpoint: str | Path) -> Path:
+    """``out`` of an evaluation of ``checkpoint``, refused (UsageError, one line) when writing it would
+    destroy something: an existing folder, the checkpoint itself, or a run directory's own file (a finished
+    run's ``metrics.json`` is the result of its training, not of an extra evaluation)."""
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; name the result file, e.g. {eval_file(out, 'name')}")
+    if is_run_file(out):
+        raise UsageError(f"--out {out} is a file of the run directory {out.parent} (only `groupdetr train` writes "
+                         f"{', '.join(RUN_FILES)}); write the evaluation elsewhere, e.g. {eval_file(out.parent, 'name')}")
+    if out.exists() and out.resolve() == Path(checkpoint).resolve():
+        raise UsageError(f"--out {out} is the checkpoint being evaluated; name another file")
+    return out
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -123,3 +123,56 @@ def test_cuda_without_a_gpu_is_one_line_when_training_starts(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert err.startswith("groupdetr: config error: device=cuda but this machine has no usable CUDA GPU")
     assert err.count("\n") == 1 and not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# --out paths
+
+#: the files of a run directory that only training writes (the contract's names, spelt out here so the
+#: test reads the contract rather than trusting it)
+RUN_FILES = ("config.yaml", "manifest.json", "log.jsonl", "metrics.json", "checkpoint.pth")
+
+
+def _finished_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in RUN_FILES:
+        (run / name).write_text(f"{name} of a finished run\n")
+    return run
+
+
+def _contents(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("groups", [[], ["--groups", "all"]], ids=["one_group", "all_groups"])
+@pytest.mark.parametrize("name", RUN_FILES)
+def test_eval_refuses_an_out_that_the_run_directory_owns(tmp_path, capsys, name, groups):
+    run = _finished_run(tmp_path)
+    before = _contents(run)
+    assert main(["eval", str(run), *groups, "--out", str(run / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"groupdetr: --out {run / name} is a file of the run directory {run} ")
+    assert err.count("\n") == 1 and _contents(run) == before
+
+
+def test_eval_refuses_an_out_that_is_a_folder_or_the_checkpoint(tmp_path):
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes(b"weights")
+    with pytest.raises(ValueError, match="is the checkpoint being evaluated"):
+        rd.check_eval_out(ckpt, ckpt)
+    with pytest.raises(ValueError, match="is a folder"):
+        rd.check_eval_out(tmp_path, ckpt)
+    # a file of that name outside any run directory, and the run's own eval/ folder, are fine
+    assert rd.check_eval_out(tmp_path / "metrics.json", ckpt) == tmp_path / "metrics.json"
+    run = _finished_run(tmp_path)
+    assert rd.check_eval_out(rd.eval_file(run, "nms"), run / "checkpoint.pth") == run / "eval" / "nms.json"
+
+
+def test_train_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    assert main(["train", "-c", "cpu_small", "--out", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"groupdetr: --out {notes} is a file; a run directory is a folder (choose another --out)\n"
+    assert notes.read_text() == "mine\n"
