@@ -15,7 +15,7 @@ from pathlib import Path
 from groupdetr.errors import UsageError
 
 __all__ = ["CONFIG", "MANIFEST", "LOG", "METRICS", "CHECKPOINT", "EVAL_DIR", "RUN_FILES", "run_dir", "eval_file",
-           "is_run_file", "check_eval_out", "atomic_write_bytes", "atomic_write_text",
+           "is_run_file", "check_eval_out", "umask", "file_mode", "dir_mode", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "append_jsonl", "read_jsonl"]
 
 CONFIG, MANIFEST, LOG, METRICS, CHECKPOINT, EVAL_DIR = (
@@ -57,13 +57,39 @@ def check_eval_out(out: str | Path, checkpoint: str | Path) -> Path:
     return out
 
 
+def umask() -> int:
+    """The process's umask (read from /proc on Linux, which changes nothing; elsewhere set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: 0o666 less the umask."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """The mode a plain ``mkdir`` gives a new folder: 0o777 less the umask (``mkdtemp`` gives 0o700, which a
+    folder renamed into place must not keep)."""
+    return 0o777 & ~umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``: readers
-    see the old file or the new one, never a torn one, even if the process is killed."""
+    see the old file or the new one, never a torn one, even if the process is killed. The file gets the
+    mode a plain ``open()`` would give it (:func:`file_mode`), not ``mkstemp``'s private 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

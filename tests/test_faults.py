@@ -7,8 +7,10 @@ run, or an overwritten result. The README's "What survives what" lists them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
+import stat
 import types
 import typing
 
@@ -176,3 +178,48 @@ def test_train_refuses_an_out_that_is_a_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"groupdetr: --out {notes} is a file; a run directory is a folder (choose another --out)\n"
     assert notes.read_text() == "mine\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# file modes of atomic writes
+
+
+@pytest.fixture(params=[0o022, 0o002, 0o077], ids=["umask022", "umask002", "umask077"])
+def umask(request):
+    """Run the test under a given umask (restored afterwards)."""
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path, umask):
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}\n")
+    rd.atomic_write_json(tmp_path / rd.METRICS, {"epoch": 1})
+    rd.atomic_write_json(tmp_path / rd.METRICS, {"epoch": 2})  # replacing a file follows the same rule
+    rd.append_jsonl(tmp_path / rd.LOG, {"epoch": 1})
+    assert _mode(plain) == 0o666 & ~umask
+    assert _mode(tmp_path / rd.METRICS) == _mode(tmp_path / rd.LOG) == _mode(plain)
+    (tmp_path / "folder").mkdir()
+    assert rd.dir_mode() == _mode(tmp_path / "folder") == 0o777 & ~umask
+
+
+def test_a_folder_renamed_into_place_gets_the_mode_a_plain_mkdir_gives(tmp_path, umask):
+    from groupdetr.data.coco import dataset_paths
+    from groupdetr.data.derive import derive_dataset
+
+    src = tmp_path / "src"
+    for split in ("train", "val"):
+        images, ann = dataset_paths("synth", src, split)
+        images.mkdir(parents=True)
+        (images / "0.png").write_bytes(b"png")
+        ann.parent.mkdir(parents=True, exist_ok=True)
+        ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "0.png", "width": 8, "height": 8}],
+                                   "annotations": [], "categories": [{"id": 1, "name": "box"}]}))
+    derive_dataset(src, tmp_path / "derived")
+    (tmp_path / "plain").mkdir()
+    assert _mode(tmp_path / "derived") == _mode(tmp_path / "plain") == 0o777 & ~umask
