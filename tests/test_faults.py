@@ -13,6 +13,7 @@ import os
 import stat
 import types
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +224,42 @@ def test_a_folder_renamed_into_place_gets_the_mode_a_plain_mkdir_gives(tmp_path,
     derive_dataset(src, tmp_path / "derived")
     (tmp_path / "plain").mkdir()
     assert _mode(tmp_path / "derived") == _mode(tmp_path / "plain") == 0o777 & ~umask
+
+
+# ---------------------------------------------------------------------------------------------
+# the workflow's settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_workflow_readme_seeds_example_passes_the_schema_and_gives_integers():
+    """``snakemake --config seeds=[0]`` (workflows/README.md) reaches the schema as ``['0']``: Snakemake reads
+    a --config value that is not a plain int or float with YAML's base loader (``snakemake.cli.parse_config``),
+    which gives every scalar as a string. The schema accepts strings of digits and the rules turn them into
+    integers with :func:`groupdetr.studies.parse_seeds`; checked here without importing or running Snakemake."""
+    import jsonschema
+    import yaml
+
+    from groupdetr.studies import StudyError, parse_seeds
+
+    def parse_config(entries):  # Snakemake's reading of a --config list value
+        return {k: yaml.load(v, Loader=yaml.BaseLoader) for k, v in (e.split("=", 1) for e in entries)}
+
+    assert "--config seeds=[0]" in (REPO / "workflows" / "README.md").read_text()
+    given = parse_config(["seeds=[0]"])["seeds"]
+    assert given == ["0"]  # what the workflow receives
+    schema = yaml.safe_load((REPO / "workflows" / "schemas" / "config.schema.yaml").read_text())
+    seeds_schema = jsonschema.Draft202012Validator(schema["properties"]["seeds"])
+    for value, seeds in ((given, [0]), (parse_config(["seeds=[0,1,2]"])["seeds"], [0, 1, 2]), ([3, 4], [3, 4]),
+                         (7, [7])):  # seeds=7: Snakemake's int parser gives 7
+        seeds_schema.validate(value)
+        assert parse_seeds(value, "config seeds") == seeds and all(type(s) is int for s in seeds)
+    for bad in (["-1"], ["one"], [1.5], [True], []):
+        assert not seeds_schema.is_valid(bad)
+        with pytest.raises(StudyError, match="config seeds: seeds must be a non-empty list of integers >= 0"):
+            parse_seeds(bad, "config seeds")
+    with pytest.raises(StudyError, match="config seeds: seeds repeat"):
+        parse_seeds(["0", 0], "config seeds")
+    # the rules apply it to the settings before anything reads them
+    common = (REPO / "workflows" / "rules" / "common.smk").read_text()
+    assert common.index('config["seeds"] = settings_seeds(config["seeds"])') < common.index("def study_seeds")
