@@ -70,7 +70,7 @@ def resolve_device(name: str) -> torch.device:
     """The engine's device rule (``auto`` -> CUDA when present), failing as a BenchError."""
     try:
         return engine_device(name)
-    except RuntimeError as e:
+    except ConfigError as e:
         raise BenchError(str(e)) from None
 
 

@@ -22,7 +22,7 @@ import sys
 
 from groupdetr.config import ConfigError, config_hash, dump_yaml, list_recipes, load_config
 from groupdetr.errors import (DatasetError, GatherError, NonFiniteLoss, NotebookError, NotebookFailed, RunError,
-                              StudyError, WeightsError)
+                              StudyError, UsageError, WeightsError)
 
 __all__ = ["main", "build_parser"]
 
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "is not retrained; a run dir with another config is refused unless --restart. "
                                    "Multi-process: torchrun --nproc_per_node N -m groupdetr train ...")
     _add_config_args(p)
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--out", required=True, help="run directory (a folder; created if absent)")
     p.add_argument("--restart", action="store_true", help="discard what --out holds and start over")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("pretrain", help="pretrain the backbone on boxes (cached; used by model.backbone.weights=pretrain)",
@@ -240,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="several groups, each alone, in one job: indices or 'all'")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. data.root=... or postprocess.nms_iou=0.7 (not the architecture)")
-    p.add_argument("--out", default=None, help="write the result JSON here")
+    p.add_argument("--out", default=None,
+                   help="write the result JSON here (not a folder, the checkpoint, or a file training owns: "
+                        "metrics.json, log.jsonl, manifest.json, config.yaml, checkpoint.pth of a run)")
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("synth", help="render the embedded benchmark (COCO format with masks and 3D labels)",
                        description="Render the embedded benchmark described by data.* of a recipe. Deterministic: "
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as e:
         print(f"groupdetr: {e}", file=sys.stderr)
         return 2
-    except (StudyError, GatherError, NotebookError) as e:
+    except (StudyError, GatherError, NotebookError, UsageError) as e:
         print(f"groupdetr: {e}", file=sys.stderr)
         return 2
     except (RunError, NonFiniteLoss, NotebookFailed) as e:

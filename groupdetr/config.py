@@ -6,6 +6,10 @@ defaults below, optionally over another recipe (``base: <recipe>``). Dotted over
 wrong types and invalid values (K < 1, N < 1, unknown enum) raise :class:`ConfigError` with one
 line naming the key.
 
+Every numeric field declares the values it accepts in its ``metadata`` (:func:`_range` and its
+shorthands), every enum field its names (:func:`_choices`); :func:`validate` checks them all, then the
+checks that relate several fields.
+
 Names (house rule 1): ``model.num_groups`` is K, ``model.num_queries`` is N **per group**; K*N is
 derived, never configured.
 """
@@ -15,10 +19,12 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,8 +47,11 @@ __all__ = [
     "TrainConfig",
     "PretrainConfig",
     "PRETRAIN_WEIGHTS",
+    "Range",
     "load_config",
     "from_dict",
+    "validate",
+    "check_fields",
     "to_dict",
     "apply_overrides",
     "config_hash",
@@ -60,7 +69,68 @@ class ConfigError(ValueError):
 
 
 def _choices(*values) -> dict:
+    """Field metadata of an enum field: the value must be one of ``values``."""
     return {"choices": tuple(values)}
+
+
+def _number(x: float) -> str:
+    return f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: an interval (either end may be open or absent); for a tuple
+    field, each item. A float must also be finite. ``note`` says what a boundary value means."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    note: str = ""
+
+    def contains(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        """``>= 1``, ``> 0``, ``in [0, 1)`` ... plus the note, e.g. ``>= 0 (0: no clipping)``."""
+        if self.high is None:
+            text = f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        elif self.low is None:
+            text = f"{'<' if self.high_open else '<='} {_number(self.high)}"
+        else:
+            text = (f"in {'(' if self.low_open else '['}{_number(self.low)}, "
+                    f"{_number(self.high)}{')' if self.high_open else ']'}")
+        return f"{text} ({self.note})" if self.note else text
+
+    def message(self, key: str, value: float) -> str:
+        """The one-line refusal of ``value`` for ``key``."""
+        finite = "finite and " if isinstance(value, float) and not math.isfinite(value) else ""
+        return f"{key} must be {finite}{self.describe()}, got {value}"
+
+
+def _range(low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False,
+           note: str = "") -> dict:
+    """Field metadata of a numeric field: the interval its value (each item of a tuple) must lie in."""
+    return {"range": Range(low, high, low_open, high_open, note)}
+
+
+def _at_least(low: float, note: str = "") -> dict:
+    """``value >= low``: counts (``>= 1``), sizes, weights and rates that may be 0 (``>= 0``)."""
+    return _range(low, note=note)
+
+
+def _positive() -> dict:
+    """``value > 0`` (and finite): learning rates, lengths."""
+    return _range(0, low_open=True)
+
+
+def _fraction(high_open: bool = False) -> dict:
+    """A probability or fraction in ``[0, 1]`` (``[0, 1)`` with ``high_open``)."""
+    return _range(0, 1, high_open=high_open)
 
 
 @dataclass(frozen=True)
@@ -72,8 +142,9 @@ class BackboneConfig:
     weights: str | None = None
     train_backbone: bool = True
     dilation: bool = False  # DC5 variants
-    channels: tuple[int, ...] = (32, 64, 128, 256)  # small_cnn only: one stride-2 stage per entry
-    depth: int = 1  # small_cnn only: conv layers per stage
+    # small_cnn only: one stride-2 stage per entry
+    channels: tuple[int, ...] = field(default=(32, 64, 128, 256), metadata=_at_least(1))
+    depth: int = field(default=1, metadata=_at_least(1))  # small_cnn only: conv layers per stage
 
 
 @dataclass(frozen=True)
@@ -81,27 +152,29 @@ class MaskHeadConfig:
     """Instance segmentation head (task ``instance_segmentation``): per-query mask embeddings
     against per-pixel embeddings of a light pixel decoder (Mask2Former's idea)."""
 
-    mask_dim: int = 256  # width of the mask and pixel embeddings
-    stride: int = 4  # output stride of the pixel decoder (per-pixel embeddings)
+    mask_dim: int = field(default=256, metadata=_at_least(1))  # width of the mask and pixel embeddings
+    stride: int = field(default=4, metadata=_at_least(1))  # output stride of the pixel decoder (per-pixel embeddings)
 
 
 @dataclass(frozen=True)
 class Box3DHeadConfig:
     """3D detection head (task ``detection_3d``) and its camera-aware positional encoding (PETR)."""
 
-    depth_bins: int = 16  # points per camera ray of the PETR frustum
-    depth_min: float = 1.0  # metres, nearest frustum point
-    depth_max: float = 20.0  # metres, farthest frustum point
+    depth_bins: int = field(default=16, metadata=_at_least(1))  # points per camera ray of the PETR frustum
+    depth_min: float = field(default=1.0, metadata=_positive())  # metres, nearest frustum point
+    depth_max: float = field(default=20.0, metadata=_positive())  # metres, farthest frustum point
 
 
 @dataclass(frozen=True)
 class DenoisingConfig:
-    """DN-DETR denoising queries (needs ``model.decoder=dab``); training only."""
+    """DN-DETR denoising queries (needs an anchor-box decoder, ``dab`` or ``dab_deformable``); training only."""
 
     enabled: bool = False
-    num_queries: int = 100  # budget per denoising set: copies = max(1, num_queries // max #GT in the batch)
-    label_noise: float = 0.2  # probability of flipping a label to a random class
-    box_noise: float = 0.4  # DN-DETR's lambda: centre shift <= lambda*wh/2, size scale in [1-lambda, 1+lambda]
+    # budget per denoising set: copies = max(1, num_queries // max #GT in the batch)
+    num_queries: int = field(default=100, metadata=_at_least(1))
+    label_noise: float = field(default=0.2, metadata=_fraction())  # probability of flipping a label to a random class
+    # DN-DETR's lambda: centre shift <= lambda*wh/2, size scale in [1-lambda, 1+lambda]
+    box_noise: float = field(default=0.4, metadata=_fraction())
     sharing: str = field(default="per_group", metadata=_choices(*names.DN_SHARING))
 
 
@@ -109,27 +182,28 @@ class DenoisingConfig:
 class DeformableConfig:
     """Multi-scale deformable attention (``model.decoder=dab_deformable``; Deformable DETR's defaults)."""
 
-    num_levels: int = 4  # feature levels the encoder and the decoder's cross-attention read
-    backbone_levels: int = 3  # of which the last backbone stages; the rest are extra stride-2 levels
-    enc_points: int = 4  # sampling points per head and level in the encoder
-    dec_points: int = 4  # ... and in the decoder's cross-attention
+    num_levels: int = field(default=4, metadata=_at_least(1))  # levels the encoder and cross-attention read
+    # of which the last backbone stages; the rest are extra stride-2 levels
+    backbone_levels: int = field(default=3, metadata=_at_least(1))
+    enc_points: int = field(default=4, metadata=_at_least(1))  # sampling points per head and level, encoder
+    dec_points: int = field(default=4, metadata=_at_least(1))  # ... and decoder cross-attention
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: BackboneConfig = BackboneConfig()
-    hidden_dim: int = 256
-    nheads: int = 8
-    enc_layers: int = 6
-    dec_layers: int = 6
-    dim_feedforward: int = 2048
-    dropout: float = 0.1
-    num_classes: int = 91
-    num_queries: int = 300  # N, per group
-    num_groups: int = 11  # K
+    hidden_dim: int = field(default=256, metadata=_at_least(1))
+    nheads: int = field(default=8, metadata=_at_least(1))
+    enc_layers: int = field(default=6, metadata=_at_least(0))
+    dec_layers: int = field(default=6, metadata=_at_least(1))
+    dim_feedforward: int = field(default=2048, metadata=_at_least(1))
+    dropout: float = field(default=0.1, metadata=_fraction(high_open=True))
+    num_classes: int = field(default=91, metadata=_at_least(1))
+    num_queries: int = field(default=300, metadata=_at_least(1))  # N, per group
+    num_groups: int = field(default=11, metadata=_at_least(1))  # K
     self_attention: str = field(default="separate", metadata=_choices(*names.SELF_ATTENTION))
-    eval_group: int = 0  # group used at inference (paper Fig. 4 evaluates each)
-    prior_prob: float = 0.01
+    eval_group: int = field(default=0, metadata=_at_least(0))  # group used at inference (paper Fig. 4 evaluates each)
+    prior_prob: float = field(default=0.01, metadata=_range(0, 1, low_open=True, high_open=True))
     aux_loss: bool = True
     task: str = field(default="detection", metadata=_choices(*names.TASKS))
     decoder: str = field(default="conditional", metadata=_choices(*names.DECODERS))
@@ -145,72 +219,82 @@ class ModelConfig:
 @dataclass(frozen=True)
 class MatcherConfig:
     assignment: str = field(default="group", metadata=_choices(*names.ASSIGNMENTS))
-    cost_class: float = 2.0
-    cost_bbox: float = 5.0
-    cost_giou: float = 2.0
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    cost_mask: float = 5.0  # instance segmentation: sigmoid BCE of the mask logits (Mask2Former)
-    cost_dice: float = 5.0  # instance segmentation: dice
-    mask_points: int = 12544  # points sampled per mask for the mask costs (Mask2Former); all pixels if fewer
+    cost_class: float = field(default=2.0, metadata=_at_least(0))
+    cost_bbox: float = field(default=5.0, metadata=_at_least(0))
+    cost_giou: float = field(default=2.0, metadata=_at_least(0))
+    focal_alpha: float = field(default=0.25, metadata=_fraction())
+    focal_gamma: float = field(default=2.0, metadata=_at_least(0))
+    # instance segmentation: sigmoid BCE of the mask logits (Mask2Former)
+    cost_mask: float = field(default=5.0, metadata=_at_least(0))
+    cost_dice: float = field(default=5.0, metadata=_at_least(0))  # instance segmentation: dice
+    # points sampled per mask for the mask costs (Mask2Former); all pixels if fewer
+    mask_points: int = field(default=12544, metadata=_at_least(1))
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    weight_class: float = 2.0
-    weight_bbox: float = 5.0
-    weight_giou: float = 2.0
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    weight_mask: float = 5.0  # instance segmentation (Mask2Former's weights)
-    weight_dice: float = 5.0
-    mask_points: int = 12544  # points sampled per matched mask for the mask losses; all pixels if fewer
-    weight_center: float = 5.0  # 3D: projected centre (L1, normalised image coordinates)
-    weight_depth: float = 1.0  # 3D: L1 of log depth
-    weight_dims: float = 1.0  # 3D: L1 of log dimensions
-    weight_yaw: float = 1.0  # 3D: L1 of (sin, cos) of the yaw scaled to its class period
+    weight_class: float = field(default=2.0, metadata=_at_least(0))
+    weight_bbox: float = field(default=5.0, metadata=_at_least(0))
+    weight_giou: float = field(default=2.0, metadata=_at_least(0))
+    focal_alpha: float = field(default=0.25, metadata=_fraction())
+    focal_gamma: float = field(default=2.0, metadata=_at_least(0))
+    weight_mask: float = field(default=5.0, metadata=_at_least(0))  # instance segmentation (Mask2Former's weights)
+    weight_dice: float = field(default=5.0, metadata=_at_least(0))
+    # points sampled per matched mask for the mask losses; all pixels if fewer
+    mask_points: int = field(default=12544, metadata=_at_least(1))
+    # 3D: projected centre (L1, normalised image coordinates)
+    weight_center: float = field(default=5.0, metadata=_at_least(0))
+    weight_depth: float = field(default=1.0, metadata=_at_least(0))  # 3D: L1 of log depth
+    weight_dims: float = field(default=1.0, metadata=_at_least(0))  # 3D: L1 of log dimensions
+    # 3D: L1 of (sin, cos) of the yaw scaled to its class period
+    weight_yaw: float = field(default=1.0, metadata=_at_least(0))
 
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    num_select: int = 100
-    nms_iou: float | None = None
-    nms_candidates: int = 1000
+    num_select: int = field(default=100, metadata=_at_least(1))
+    nms_iou: float | None = field(default=None, metadata=_range(0, 1, low_open=True, note="or null: no NMS"))
+    nms_candidates: int = field(default=1000, metadata=_at_least(1))
 
 
 @dataclass(frozen=True)
 class SynthConfig:
     """The embedded benchmark (``groupdetr synth``); image side is ``data.image_size``."""
 
-    num_train: int = 2000
-    num_val: int = 500
-    min_objects: int = 3
-    max_objects: int = 12
-    occlusion: float = 0.3  # probability that an object is placed right behind an earlier one
-    clutter: int = 4  # distractor decals on the ground per image
-    noise: float = 0.02  # pixel noise std (fraction of 0..255)
-    min_visible_pixels: int = 16  # objects showing fewer pixels are rendered but not annotated
-    seed: int = 0
+    num_train: int = field(default=2000, metadata=_at_least(1))
+    num_val: int = field(default=500, metadata=_at_least(1))
+    min_objects: int = field(default=3, metadata=_at_least(0))
+    max_objects: int = field(default=12, metadata=_at_least(0))
+    # probability that an object is placed right behind an earlier one
+    occlusion: float = field(default=0.3, metadata=_fraction())
+    clutter: int = field(default=4, metadata=_at_least(0))  # distractor decals on the ground per image
+    noise: float = field(default=0.02, metadata=_fraction())  # pixel noise std (fraction of 0..255)
+    # objects showing fewer pixels are rendered but not annotated
+    min_visible_pixels: int = field(default=16, metadata=_at_least(1))
+    seed: int = field(default=0, metadata=_at_least(0))
 
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = field(default="coco", metadata=_choices(*names.DATASETS))
     root: str | None = None  # dataset root (COCO 2017 layout, or a rendered benchmark)
-    num_workers: int = 2
-    image_size: int = 800  # eval short side (COCO) / side of the square rendered images (synth)
+    num_workers: int = field(default=2, metadata=_at_least(0))
+    # eval short side (COCO) / side of the square rendered images (synth)
+    image_size: int = field(default=800, metadata=_at_least(16))
     synth: SynthConfig = SynthConfig()
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 1e-4
-    lr_backbone: float = 1e-5
-    weight_decay: float = 1e-4
-    batch_size: int = 2  # per process
-    epochs: int = 12
-    lr_drop: int = 11  # lr x0.1 after this many epochs
-    clip_max_norm: float = 0.1
+    lr: float = field(default=1e-4, metadata=_positive())
+    # > 0 like lr; to keep the backbone fixed, set model.backbone.train_backbone=false
+    lr_backbone: float = field(default=1e-5, metadata=_positive())
+    weight_decay: float = field(default=1e-4, metadata=_at_least(0))
+    batch_size: int = field(default=2, metadata=_at_least(1))  # per process
+    epochs: int = field(default=12, metadata=_at_least(1))
+    lr_drop: int = field(default=11, metadata=_at_least(1))  # lr x0.1 after this many epochs
+    # max total gradient norm; 0 turns clipping off (a negative value is refused, never read as "off")
+    clip_max_norm: float = field(default=0.1, metadata=_at_least(0, note="0: no clipping"))
 
 
 @dataclass(frozen=True)
@@ -218,9 +302,11 @@ class TrainConfig:
     """Engine settings (``groupdetr train``)."""
 
     amp: bool = False  # bf16 autocast on CUDA; ignored on CPU
-    eval_every: int = 1  # evaluate every n epochs (and always after the last)
-    log_every: int = 50  # iterations between plain log lines when stderr is not a terminal
-    max_iters_per_epoch: int | None = None  # cap for smoke runs (tiny workflows, CI); None = full epoch
+    eval_every: int = field(default=1, metadata=_at_least(1))  # evaluate every n epochs (and always after the last)
+    # iterations between plain log lines when stderr is not a terminal
+    log_every: int = field(default=50, metadata=_at_least(1))
+    # cap for smoke runs (tiny workflows, CI); None = full epoch
+    max_iters_per_epoch: int | None = field(default=None, metadata=_at_least(1, note="or null: the full epoch"))
     eval_backend: str = field(default="pycocotools", metadata=_choices(*names.COCO_BACKENDS))
 
 
@@ -232,23 +318,27 @@ class PretrainConfig:
 
     dataset: str | None = None  # null: the training split of data.*; else a dataset name (with `root`)
     root: str | None = None  # root of that dataset (its train split is read; boxes only)
-    image_size: int | None = None  # null: data.image_size
-    steps: int = 1500
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    occupancy_weight: float = 1.0  # soft cross-entropy of the class occupancy (background + classes)
-    center_weight: float = 1.0  # binary cross-entropy of the class-agnostic centre heatmap
-    extent_weight: float = 1.0  # L1 of the distances to the box edges, inside boxes
+    image_size: int | None = field(default=None, metadata=_at_least(16, note="or null: data.image_size"))
+    steps: int = field(default=1500, metadata=_at_least(1))
+    batch_size: int = field(default=16, metadata=_at_least(1))
+    lr: float = field(default=1e-3, metadata=_positive())
+    weight_decay: float = field(default=1e-4, metadata=_at_least(0))
+    seed: int = field(default=0, metadata=_at_least(0))
+    # soft cross-entropy of the class occupancy (background + classes)
+    occupancy_weight: float = field(default=1.0, metadata=_at_least(0))
+    # binary cross-entropy of the class-agnostic centre heatmap
+    center_weight: float = field(default=1.0, metadata=_at_least(0))
+    # L1 of the distances to the box edges, inside boxes
+    extent_weight: float = field(default=1.0, metadata=_at_least(0))
     cache: str = "data/pretrained"  # content-addressed cache of pretrained weights (not part of the key)
 
 
 @dataclass(frozen=True)
 class Config:
     name: str = "custom"
-    seed: int = 42
-    device: str = "auto"
+    seed: int = field(default=42, metadata=_at_least(0))
+    # auto: CUDA when present, else CPU; cuda without a GPU is refused when training or evaluation starts
+    device: str = field(default="auto", metadata=_choices(*names.DEVICES))
     model: ModelConfig = ModelConfig()
     matcher: MatcherConfig = MatcherConfig()
     loss: LossConfig = LossConfig()
@@ -268,6 +358,17 @@ _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _integral(value: Any) -> int | None:
+    """The integer that a float or a float-like string (``1e3``, ``2.0``) writes exactly, else None
+    (``1.5``, ``1e-3``, ``nan``, booleans and anything else)."""
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else None
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        exact = Decimal(value.strip())  # exact, so 1e30 is 10**30 and 1.0000000000000001 is not integral
+        return int(exact) if exact == exact.to_integral_value() else None
+    return None
 
 
 def _coerce(value: Any, tp, key: str) -> Any:
@@ -300,6 +401,9 @@ def _coerce(value: Any, tp, key: str) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        integral = _integral(value)
+        if integral is not None:
+            return integral  # 1e3 (a string to YAML 1.1) or 1000.0: the integer it writes exactly
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -417,50 +521,39 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def check_fields(section, prefix: str = "") -> None:
+    """Check every field of ``section`` (a config dataclass; sections within it too) against its own
+    metadata: the :class:`Range` of a numeric field (each item of a tuple; ``None`` of an optional field
+    passes) and the choices of an enum field. Raises ConfigError with one line naming the key, the value
+    and what is allowed."""
+    for f in dataclasses.fields(section):
+        key, value = prefix + f.name, getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            check_fields(value, f"{key}.")
+            continue
+        choices, allowed = f.metadata.get("choices"), f.metadata.get("range")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        if allowed is None or value is None:
+            continue
+        items = [(f"{key}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, tuple) else [(key, value)]
+        for name, item in items:
+            if not allowed.contains(item):
+                raise ConfigError(allowed.message(name, item))
+
+
 def validate(cfg: Config) -> Config:
-    """Cross-field checks; raises ConfigError with one line."""
+    """Every field against its metadata (:func:`check_fields`), then the checks that relate several
+    fields; raises ConfigError with one line."""
+    check_fields(cfg)
     m, mt = cfg.model, cfg.matcher
-    if m.backbone.depth < 1:
-        raise ConfigError(f"model.backbone.depth must be >= 1, got {m.backbone.depth}")
-    minimum = {  # key: (value, smallest valid value)
-        "model.num_groups": (m.num_groups, 1),
-        "model.num_queries": (m.num_queries, 1),
-        "model.hidden_dim": (m.hidden_dim, 1),
-        "model.nheads": (m.nheads, 1),
-        "model.enc_layers": (m.enc_layers, 0),
-        "model.dec_layers": (m.dec_layers, 1),
-        "model.dim_feedforward": (m.dim_feedforward, 1),
-        "model.num_classes": (m.num_classes, 1),
-        "data.num_workers": (cfg.data.num_workers, 0),
-        "data.image_size": (cfg.data.image_size, 16),
-        "data.synth.num_train": (cfg.data.synth.num_train, 1),
-        "data.synth.num_val": (cfg.data.synth.num_val, 1),
-        "data.synth.min_objects": (cfg.data.synth.min_objects, 0),
-        "data.synth.max_objects": (cfg.data.synth.max_objects, cfg.data.synth.min_objects),
-        "data.synth.clutter": (cfg.data.synth.clutter, 0),
-        "data.synth.min_visible_pixels": (cfg.data.synth.min_visible_pixels, 1),
-        "optim.batch_size": (cfg.optim.batch_size, 1),
-        "optim.epochs": (cfg.optim.epochs, 1),
-        "postprocess.num_select": (cfg.postprocess.num_select, 1),
-        "postprocess.nms_candidates": (cfg.postprocess.nms_candidates, 1),
-        "train.eval_every": (cfg.train.eval_every, 1),
-        "train.log_every": (cfg.train.log_every, 1),
-        "train.max_iters_per_epoch": (1 if cfg.train.max_iters_per_epoch is None else cfg.train.max_iters_per_epoch, 1),
-        "pretrain.steps": (cfg.pretrain.steps, 1),
-        "pretrain.batch_size": (cfg.pretrain.batch_size, 1),
-        "pretrain.image_size": (cfg.pretrain.image_size or 16, 16),
-    }
-    for key, (value, low) in minimum.items():
-        if value < low:
-            raise ConfigError(f"{key} must be >= {low}, got {value}")
+    sy = cfg.data.synth
+    if sy.max_objects < sy.min_objects:
+        raise ConfigError(f"data.synth.max_objects must be >= data.synth.min_objects ({sy.min_objects}), got {sy.max_objects}")
     if m.hidden_dim % m.nheads or (m.hidden_dim // 2) % 2:
         raise ConfigError(f"model.hidden_dim {m.hidden_dim} must be divisible by nheads {m.nheads} and by 4")
     if not 0 <= m.eval_group < m.num_groups:
         raise ConfigError(f"model.eval_group must be in [0, {m.num_groups - 1}] (num_groups={m.num_groups}), got {m.eval_group}")
-    if not 0.0 <= m.dropout < 1.0:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
-    if not 0.0 < m.prior_prob < 1.0:
-        raise ConfigError(f"model.prior_prob must be in (0, 1), got {m.prior_prob}")
     if mt.assignment in names.SINGLE_GROUP_ASSIGNMENTS and m.num_groups != 1:
         raise ConfigError(
             f"matcher.assignment={mt.assignment} needs model.num_groups=1 (got {m.num_groups}); use 'group' for K > 1"
@@ -470,35 +563,19 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.denoising.enabled needs anchor-box queries: set model.decoder to one of "
                           f"{', '.join(names.ANCHOR_DECODERS)} (got {m.decoder})")
     df = m.deformable
-    if not 1 <= df.backbone_levels <= df.num_levels or df.enc_points < 1 or df.dec_points < 1:
-        raise ConfigError(f"model.deformable needs 1 <= backbone_levels <= num_levels and enc_points, dec_points >= 1, "
-                          f"got {df.backbone_levels}, {df.num_levels}, {df.enc_points}, {df.dec_points}")
-    if dn.num_queries < 1 or not 0.0 <= dn.label_noise <= 1.0 or not 0.0 <= dn.box_noise <= 1.0:
-        raise ConfigError(f"model.denoising: num_queries must be >= 1 and label_noise, box_noise in [0, 1], got "
-                          f"{dn.num_queries}, {dn.label_noise}, {dn.box_noise}")
+    if df.backbone_levels > df.num_levels:
+        raise ConfigError(f"model.deformable.backbone_levels must be <= num_levels ({df.num_levels}), got {df.backbone_levels}")
     stride = m.mask_head.stride
-    if stride < 1 or stride & (stride - 1) or m.mask_head.mask_dim < 1:
-        raise ConfigError(f"model.mask_head.stride must be a power of 2 and mask_dim >= 1, got {stride}, {m.mask_head.mask_dim}")
+    if stride & (stride - 1):
+        raise ConfigError(f"model.mask_head.stride must be a power of 2, got {stride}")
     b3 = m.box3d_head
-    if b3.depth_bins < 1 or not 0.0 < b3.depth_min < b3.depth_max:
-        raise ConfigError(f"model.box3d_head needs depth_bins >= 1 and 0 < depth_min < depth_max, got "
-                          f"{b3.depth_bins}, {b3.depth_min}, {b3.depth_max}")
+    if not b3.depth_min < b3.depth_max:
+        raise ConfigError(f"model.box3d_head.depth_max must be > depth_min ({b3.depth_min}), got {b3.depth_max}")
     if m.task == "detection_3d" and cfg.data.dataset != "synth":
         raise ConfigError(f"model.task=detection_3d needs 3D annotations; data.dataset={cfg.data.dataset} has none (use synth)")
-    if mt.mask_points < 1 or cfg.loss.mask_points < 1:
-        raise ConfigError(f"matcher.mask_points and loss.mask_points must be >= 1, got {mt.mask_points}, {cfg.loss.mask_points}")
-    sy = cfg.data.synth
-    if not 0.0 <= sy.occlusion <= 1.0 or not 0.0 <= sy.noise <= 1.0:
-        raise ConfigError(f"data.synth.occlusion and data.synth.noise must be in [0, 1], got {sy.occlusion}, {sy.noise}")
-    nms = cfg.postprocess.nms_iou
-    if nms is not None and not 0.0 < nms <= 1.0:
-        raise ConfigError(f"postprocess.nms_iou must be in (0, 1] or null, got {nms}")
     if m.backbone.name == "small_cnn" and any(c % 8 for c in m.backbone.channels):
         raise ConfigError(f"model.backbone.channels must be multiples of 8 (GroupNorm), got {list(m.backbone.channels)}")
     pt = cfg.pretrain
-    if not (pt.lr > 0 and pt.weight_decay >= 0 and min(pt.occupancy_weight, pt.center_weight, pt.extent_weight) >= 0):
-        raise ConfigError(f"pretrain: lr must be > 0 and weight_decay, the loss weights >= 0, got lr={pt.lr}, "
-                          f"weight_decay={pt.weight_decay}")
     if pt.dataset not in (None, *names.DATASETS):
         raise ConfigError(f"pretrain.dataset: {pt.dataset!r} is not one of null, {', '.join(names.DATASETS)}")
     if (pt.dataset is None) != (pt.root is None):

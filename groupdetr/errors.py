@@ -7,7 +7,7 @@ them under their old names (``groupdetr.data.DatasetError`` ...).
 from __future__ import annotations
 
 __all__ = ["DatasetError", "WeightsError", "StudyError", "GatherError", "NotebookError", "NotebookFailed",
-           "RunError", "NonFiniteLoss", "SynthError", "BenchError"]
+           "RunError", "NonFiniteLoss", "SynthError", "BenchError", "UsageError"]
 
 
 class DatasetError(ValueError):
@@ -48,3 +48,8 @@ class SynthError(RuntimeError):
 
 class BenchError(RuntimeError):
     """The benchmark could not run (no CUDA, a worker failed, ...)."""
+
+
+class UsageError(ValueError):
+    """A command-line argument the command cannot use (an ``--out`` that names a file where a folder is
+    meant, or a file it must not overwrite); one line naming it. Nothing was changed."""

@@ -8,7 +8,7 @@ added in one place and not the other fails the suite.
 from __future__ import annotations
 
 __all__ = ["BACKBONES", "SELF_ATTENTION", "ISOLATING_SELF_ATTENTION", "ASSIGNMENTS", "SINGLE_GROUP_ASSIGNMENTS", "COCO_BACKENDS", "TASKS",
-           "DECODERS", "ANCHOR_DECODERS", "INITS", "DN_SHARING", "DATASETS", "FIGURE_KINDS"]
+           "DECODERS", "ANCHOR_DECODERS", "INITS", "DN_SHARING", "DATASETS", "FIGURE_KINDS", "DEVICES"]
 
 #: ``model.backbone.name``: :data:`groupdetr.model.backbone.BACKBONES`
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "small_cnn")
@@ -40,3 +40,6 @@ DATASETS = ("coco", "synth")
 #: the figure kinds a study may ask for (``figures:`` of ``workflows/config/studies.yaml``, validated by
 #: :mod:`groupdetr.studies`): :data:`groupdetr.reporting.figures.FIGURES`
 FIGURE_KINDS = ("ap_vs_k", "ap_vs_epoch", "per_group_ap", "instability", "variants", "comparisons")
+#: ``device``: the names :func:`groupdetr.engine.distributed.resolve_device` resolves (``auto``: CUDA when
+#: present, else CPU); whether CUDA is there is checked when training or evaluation starts, not when reading
+DEVICES = ("auto", "cpu", "cuda")

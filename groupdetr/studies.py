@@ -79,6 +79,7 @@ __all__ = [
     "FIGURES",
     "METRIC_FAMILIES",
     "load_studies",
+    "parse_seeds",
     "run_dir",
     "override_args",
     "check_reuse",
@@ -214,6 +215,25 @@ def _expect(cond: bool, msg: str) -> None:
         raise StudyError(msg)
 
 
+_DIGITS = re.compile(r"^\s*[0-9]+\s*$")
+
+
+def parse_seeds(seeds: Any, where: str) -> list[int]:
+    """Seeds as a list of distinct integers >= 0, from a study file or the workflow's ``--config seeds=...``.
+
+    Integers, or strings of digits: Snakemake reads ``--config seeds=[0]`` with YAML's base loader, which
+    gives every scalar as a string (``['0']``); one seed may be given alone (``seeds=0``). Anything else
+    (a negative or fractional number, a boolean, a word, an empty list, a seed twice) is a StudyError with
+    one line starting with ``where``."""
+    items = seeds if isinstance(seeds, list) else [seeds]
+    ok = bool(items) and all((isinstance(s, int) and not isinstance(s, bool) and s >= 0)
+                             or (isinstance(s, str) and _DIGITS.match(s)) for s in items)
+    _expect(ok, f"{where}: seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    out = [int(s) for s in items]
+    _expect(len(set(out)) == len(out), f"{where}: seeds repeat: {out}")
+    return out
+
+
 def _check_metric(metric: Any, where: str) -> str:
     _expect(isinstance(metric, str) and bool(_METRIC.match(metric)),
             f"{where}: metric {metric!r} must read <family>/<stat>, e.g. bbox/AP, segm/AP, 3d/NDS")
@@ -266,9 +286,8 @@ def _parse_study(name: str, spec: Any) -> Study:
     for key in spec:
         _expect(key in known, f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
     seeds = spec.get("seeds", [0])
-    _expect(isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds),
-            f"{where}: seeds must be a non-empty list of integers")
-    _expect(len(set(seeds)) == len(seeds), f"{where}: seeds repeat")
+    _expect(isinstance(seeds, list), f"{where}: seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    seeds = parse_seeds(seeds, where)
     common = spec.get("overrides") or {}
     _expect(isinstance(common, dict), f"{where}: overrides must be a mapping of dotted keys to values")
 

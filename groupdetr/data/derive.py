@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from groupdetr import rundir as rd
 from groupdetr.data.coco import SPLITS, DatasetError, dataset_paths
 
 __all__ = ["derive_dataset", "BOX_KEYS"]
@@ -74,6 +75,7 @@ def derive_dataset(src: str | Path, out: str | Path, dataset: str = "synth", num
                 shutil.copyfile(image_dir / im["file_name"], target)
             dst_ann.write_text(json.dumps(data))
             summary[split] = {"images": len(data["images"]), "annotations": len(data["annotations"])}
+        tmp.chmod(rd.dir_mode())  # mkdtemp's folder is private; the dataset gets a plain mkdir's mode
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from groupdetr.config import ConfigError
+from groupdetr.names import DEVICES
+
 __all__ = ["DistInfo", "init_distributed", "resolve_device", "all_gather_objects", "all_reduce_sum", "barrier", "shutdown"]
 
 
@@ -25,12 +28,17 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without CUDA is an error (one line)."""
+    """The device of config value ``name`` (one of :data:`groupdetr.names.DEVICES`): ``auto`` -> CUDA when
+    present, else CPU. Reading a config cannot know the machine, so this is where ``cuda`` without a usable
+    GPU is refused: a ConfigError with one line, before anything is built or written."""
+    if name not in DEVICES:
+        raise ConfigError(f"device: {name!r} is not one of {', '.join(DEVICES)}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda but CUDA is not available")
+            raise ConfigError(f"device=cuda but this machine has no usable CUDA GPU (torch {torch.__version__}); "
+                              "use device=auto or device=cpu")
         return torch.device("cuda", local_rank)
     return torch.device(name)
 

@@ -21,8 +21,13 @@ from groupdetr.tasks import TASKS
 __all__ = ["evaluate_run", "evaluate_groups_run"]
 
 
+def _checkpoint_path(target: Path) -> Path:
+    """The checkpoint of ``target``: a run directory's, or ``target`` itself."""
+    return target / rd.CHECKPOINT if target.is_dir() else target
+
+
 def _load(target: Path) -> tuple[Path, dict]:
-    path = target / rd.CHECKPOINT if target.is_dir() else target
+    path = _checkpoint_path(target)
     if not path.is_file():
         raise RunError(f"no checkpoint at {path}")
     try:
@@ -65,6 +70,8 @@ def evaluate_run(target: str | Path, group: int | None = None, overrides: list[s
     default ``<run>/eval/group{g}.json`` when ``target`` is a run dir and there are no overrides.
     """
     target = Path(target)
+    if out is not None:  # before anything is loaded: a refused --out costs nothing
+        out = rd.check_eval_out(out, _checkpoint_path(target))
     path, ckpt, cfg, model, postprocess, scorers, loader, info = _prepare(target, list(overrides or []), group)
     stats = evaluate(model, postprocess, loader, info.device, scorers, cfg.train.amp, info.is_main, cfg.train.log_every)
     result = {"checkpoint": str(path), "epoch": int(ckpt["epoch"]), "eval_group": cfg.model.eval_group,
@@ -91,6 +98,8 @@ def evaluate_groups_run(target: str | Path, groups: Sequence[int] | None = None,
     """
     target = Path(target)
     overrides = list(overrides or [])
+    if out is not None:  # the index; the group files go beside it, named group{g}.json (never a run file)
+        out = rd.check_eval_out(out, _checkpoint_path(target))
     start = time.perf_counter()
     path, ckpt, cfg, model, postprocess, scorers, loader, info = _prepare(target, overrides, None)
     k = cfg.model.num_groups

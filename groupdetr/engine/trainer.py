@@ -36,7 +36,7 @@ from groupdetr.engine.checkpoint import load_checkpoint, save_checkpoint
 from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
 from groupdetr.engine.memory import peak_memory_mib
-from groupdetr.errors import RunError
+from groupdetr.errors import RunError, UsageError
 from groupdetr.pretrain.run import resolve_backbone_weights, weights_provenance
 from groupdetr.tasks import TASKS
 
@@ -107,7 +107,9 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def check_run_dir(out: Path, cfg: Config, restart: bool) -> str:
     """State of ``out`` for ``cfg``: "new", "resume" or "finished". Raises RunError (nothing touched)
-    when the directory holds another config and ``restart`` is not set."""
+    when the directory holds another config and ``restart`` is not set, UsageError when ``out`` is a file."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; a run directory is a folder (choose another --out)")
     cfg_file = out / rd.CONFIG
     if not cfg_file.is_file():
         if out.exists() and any(out.iterdir()) and not restart:

@@ -208,6 +208,7 @@ def _write_entry(entry: Path, state: dict, record: dict, replace: bool) -> None:
         save_checkpoint(tmp / WEIGHTS, state)
         record["weights_sha256"] = file_sha256(tmp / WEIGHTS)
         rd.atomic_write_json(tmp / RECORD, record)
+        tmp.chmod(rd.dir_mode())  # mkdtemp's folder is private; the cache entry gets a plain mkdir's mode
         if replace and entry.exists():
             shutil.rmtree(entry)
         try:

@@ -22,7 +22,7 @@ from groupdetr.reporting.figures import _draw, _png
 from groupdetr.reporting.runs import COLUMNS, collect
 from groupdetr.reporting.stats import comparisons_table, effects_table, summarize
 from groupdetr.reporting.tables import TABLE_METRICS, _readme, results_table, to_latex, to_markdown
-from groupdetr.rundir import atomic_write_bytes  # fsynced: the swapped-in folder is durable
+from groupdetr.rundir import atomic_write_bytes, dir_mode  # fsynced: the swapped-in folder is durable
 
 if TYPE_CHECKING:
     from groupdetr.studies import Study
@@ -95,7 +95,7 @@ def gather(study: Study, runs_root: str | Path, out_dir: str | Path, seeds: Sequ
                                      comparisons).encode()
         for name, data in files.items():
             atomic_write_bytes(tmp / name, data)
-        tmp.chmod(0o755)  # mkdtemp makes it private; the gathered folder is for everyone to read
+        tmp.chmod(dir_mode())  # mkdtemp makes it private; the gathered folder gets a plain mkdir's mode
         _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,7 @@ from snakemake.utils import validate
 from groupdetr.config import PRETRAIN_WEIGHTS, ConfigError, load_config, to_dict
 from groupdetr.pretrain.cache import pretrain_spec
 from groupdetr.rundir import METRICS, eval_file, run_dir
-from groupdetr.studies import StudyError, check_reuse, load_studies
+from groupdetr.studies import StudyError, check_reuse, load_studies, parse_seeds
 
 REPO = Path(workflow.current_basedir).parent.parent
 
@@ -30,6 +30,19 @@ def fail(message):
     """Stop the workflow with one line naming the problem (no traceback)."""
     sys.stderr.write(f"groupdetr workflow: {message}\n")
     sys.exit(2)
+
+
+def settings_seeds(seeds):
+    """config['seeds'] as integers (None: each study's own): `--config seeds=[0]` arrives as ['0']."""
+    if seeds is None:
+        return None
+    try:
+        return parse_seeds(seeds, "config seeds")
+    except StudyError as e:
+        fail(str(e))
+
+
+config["seeds"] = settings_seeds(config["seeds"])
 
 
 def preset():
