@@ -562,6 +562,9 @@ def validate(cfg: Config) -> Config:
     if dn.enabled and m.decoder not in names.ANCHOR_DECODERS:
         raise ConfigError(f"model.denoising.enabled needs anchor-box queries: set model.decoder to one of "
                           f"{', '.join(names.ANCHOR_DECODERS)} (got {m.decoder})")
+    if m.task not in names.DECODER_TASKS.get(m.decoder, (m.task,)):
+        raise ConfigError(f"model.decoder={m.decoder} supports model.task {', '.join(names.DECODER_TASKS[m.decoder])} "
+                          f"only, got {m.task}")
     df = m.deformable
     if df.backbone_levels > df.num_levels:
         raise ConfigError(f"model.deformable.backbone_levels must be <= num_levels ({df.num_levels}), got {df.backbone_levels}")

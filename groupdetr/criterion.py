@@ -80,6 +80,10 @@ class SetCriterion:
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             aux_losses = self.layer_losses(aux, targets, self.matcher(aux, targets), num_boxes)
             losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
+        if "enc_outputs" in outputs:  # DINO's selected proposals (two-stage): matched and scored like a layer
+            enc = outputs["enc_outputs"]
+            losses.update({f"{k}_enc": v for k, v in self.layer_losses(enc, targets, self.matcher(enc, targets),
+                                                                          num_boxes).items()})
         if "dn_outputs" in outputs:
             losses.update(denoising_losses(outputs["dn_outputs"], targets, outputs["dn_queries"], self.focal_alpha,
                                            self.focal_gamma))
@@ -95,8 +99,8 @@ class SetCriterion:
 
 
 def weight_losses(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-    """Weighted sum of named losses; an auxiliary layer's ``loss_ce_3`` and the denoising
-    ``loss_ce_dn`` / ``loss_ce_dn_3`` take the weight of ``loss_ce`` (as DN-DETR).
+    """Weighted sum of named losses; an auxiliary layer's ``loss_ce_3``, the denoising ``loss_ce_dn`` /
+    ``loss_ce_dn_3`` and the encoder proposals' ``loss_ce_enc`` take the weight of ``loss_ce`` (as DN-DETR, DINO).
 
     Args:
         weights: base loss name -> weight, e.g. ``{"loss_ce": 2, "loss_bbox": 5, "loss_giou": 2}``.
@@ -104,7 +108,7 @@ def weight_losses(losses: dict[str, torch.Tensor], weights: dict[str, float]) ->
     total = None
     for name, value in losses.items():
         base = name
-        while base not in weights and "_" in base and base.rsplit("_", 1)[1] in ("dn", *map(str, range(100))):
+        while base not in weights and "_" in base and base.rsplit("_", 1)[1] in ("dn", "enc", *map(str, range(100))):
             base = base.rsplit("_", 1)[0]
         if base not in weights:
             raise KeyError(f"no weight for loss {name!r}")

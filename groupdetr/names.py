@@ -8,7 +8,7 @@ added in one place and not the other fails the suite.
 from __future__ import annotations
 
 __all__ = ["BACKBONES", "SELF_ATTENTION", "ISOLATING_SELF_ATTENTION", "ASSIGNMENTS", "SINGLE_GROUP_ASSIGNMENTS", "COCO_BACKENDS", "TASKS",
-           "DECODERS", "ANCHOR_DECODERS", "INITS", "DN_SHARING", "DATASETS", "FIGURE_KINDS", "DEVICES"]
+           "DECODERS", "ANCHOR_DECODERS", "DECODER_TASKS", "INITS", "DN_SHARING", "DATASETS", "FIGURE_KINDS", "DEVICES"]
 
 #: ``model.backbone.name``: :data:`groupdetr.model.backbone.BACKBONES`
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "small_cnn")
@@ -26,9 +26,11 @@ COCO_BACKENDS = ("pycocotools", "faster_coco_eval")
 #: ``model.task``: :data:`groupdetr.tasks.TASKS`
 TASKS = ("detection", "instance_segmentation", "detection_3d")
 #: ``model.decoder``: :data:`groupdetr.model.registry.DECODERS`
-DECODERS = ("conditional", "dab", "dab_deformable")
+DECODERS = ("conditional", "dab", "dab_deformable", "dino")
 #: the decoders whose queries are anchor boxes (they take DN-DETR's denoising queries)
-ANCHOR_DECODERS = ("dab", "dab_deformable")
+ANCHOR_DECODERS = ("dab", "dab_deformable", "dino")
+#: decoders that support only some tasks (DINO: its encoder proposals are scored on boxes alone, for now)
+DECODER_TASKS = {"dino": ("detection",)}
 #: ``model.init``: :data:`groupdetr.model.transformer.INITS`
 INITS = ("authors", "pytorch")
 #: ``model.denoising.sharing``: one set of denoising queries per active group, or one set for all

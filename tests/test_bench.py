@@ -61,6 +61,7 @@ def test_bench_worker_subprocess(tmp_path):
     ["model.task=detection_3d"],
     ["model.decoder=dab", "model.denoising.enabled=true"],
     ["model.decoder=dab_deformable"],
+    ["model.decoder=dino", "model.denoising.enabled=true"],
 ])
 def test_bench_runs_every_head_and_denoising(extra, tmp_path, capsys):
     """The random batch carries masks and 3D labels, so every task (and DN) is benchmarked alike."""

@@ -138,7 +138,7 @@ def test_weights_of_denoising_and_auxiliary_losses():
 
 
 # ------------------------------------------------------------------ DN inside the model
-@pytest.mark.parametrize("decoder", ["dab", "dab_deformable"])
+@pytest.mark.parametrize("decoder", ["dab", "dab_deformable", "dino"])
 @pytest.mark.parametrize("k,sharing", [(1, "per_group"), (3, "per_group"), (3, "shared")])
 def test_matching_outputs_do_not_see_denoising_queries(k, sharing, decoder, images, pad_mask):
     """Training with DN: the matching queries' outputs equal those of the same model without DN."""
@@ -193,7 +193,7 @@ def test_k1_sharing_option_makes_no_difference(images, pad_mask):
     assert all(torch.equal(losses[0][k], losses[1][k]) for k in losses[0])
 
 
-@pytest.mark.parametrize("decoder", ["dab", "dab_deformable"])
+@pytest.mark.parametrize("decoder", ["dab", "dab_deformable", "dino"])
 def test_per_group_denoising_sets_see_only_their_group(decoder, images, pad_mask):
     """Gradients: set s's outputs depend on group s's anchors only; matching outputs never on the
     label embedding (the only way ground truth enters the denoising queries' content)."""

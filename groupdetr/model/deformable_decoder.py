@@ -22,9 +22,9 @@ from groupdetr.model.attention import AttentionFn, ProjectedAttention
 from groupdetr.model.deformable import MSDeformAttn
 from groupdetr.model.memory import Memory
 from groupdetr.model.position import sine_box_encoding
-from groupdetr.model.transformer import FFN, INITS
+from groupdetr.model.transformer import FFN, INITS, static_queries
 
-__all__ = ["DeformableDecoderLayer", "DABDeformableDecoder"]
+__all__ = ["DeformableDecoderLayer", "DABDeformableDecoder", "DINODecoder"]
 
 
 class DeformableDecoderLayer(nn.Module):
@@ -71,6 +71,7 @@ class DABDeformableDecoder(nn.Module):
 
     supports_denoising = True
     encoder_kind = "deformable"
+    initial_queries = staticmethod(static_queries)
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
                  n_levels: int, n_points: int, init: str = "authors"):
@@ -125,4 +126,68 @@ class DABDeformableDecoder(nn.Module):
             hs.append(h)
             boxes.append(box)
             anchor = box.detach()
+        return torch.stack(hs), torch.stack(boxes)
+
+
+class DINODecoder(DABDeformableDecoder):
+    """DINO's decoder (Zhang et al., ICLR 2023) on the DAB-Deformable one, with groups.
+
+    - **Mixed query selection** (:func:`groupdetr.model.query_selection.select_queries`): each active group's
+      anchors are its top-N encoder proposals, chosen by its own proposal heads; its content queries are the
+      detector's query parameters of that group (``query_dim`` = d, learned). The selected proposals are
+      returned as ``enc_outputs`` for the encoder's (two-stage) loss.
+    - **Look forward twice**: layer i predicts ``sigmoid(delta_i + inverse_sigmoid(box_{i-1}))`` with the
+      previous layer's box *not* detached (its gradient reaches layer i-1's update), while the reference box
+      layer i reads is detached, as DINO.
+    Not yet: contrastive denoising (negative denoising queries); DN-DETR's positive denoising queries work.
+    """
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
+                 n_levels: int, n_points: int, num_groups: int, num_queries: int, num_classes: int,
+                 init: str = "authors"):
+        super().__init__(d_model, nhead, dim_feedforward, dropout, num_layers, n_levels, n_points, init=init)
+        from groupdetr.model.query_selection import GroupProposalHeads
+
+        self.proposals = GroupProposalHeads(num_groups, d_model, num_classes)
+        self.num_queries = num_queries
+        self.query_dim = d_model  # learned content queries; anchors come from the proposals
+
+    @classmethod
+    def from_config(cls, cfg) -> "DINODecoder":
+        df = cfg.deformable
+        return cls(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.dec_layers, df.num_levels,
+                   df.dec_points, cfg.num_groups, cfg.num_queries, cfg.num_classes, init=cfg.init)
+
+    def initial_queries(self, params: torch.Tensor, memory: Memory, groups) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Anchors (logit space) [B, G*N, 4] from each group's proposals, content [B, G*N, d] = the groups'
+        query parameters, and ``{"enc_outputs": ...}`` (the selected proposals, ``num_groups`` G)."""
+        from groupdetr.model.query_selection import select_queries
+
+        sel = select_queries(self.proposals, memory, tuple(groups), self.num_queries)
+        b = memory.src.shape[0]
+        content = params.unsqueeze(0).expand(b, -1, -1)
+        enc = {"pred_logits": sel["pred_logits"], "pred_boxes": sel["pred_boxes"], "num_groups": len(tuple(groups))}
+        return inverse_sigmoid(sel["anchors"]), content, {"enc_outputs": enc}
+
+    def forward(self, memory: Memory, query_pos: torch.Tensor, layout: QueryLayout | int, sa_fn: AttentionFn,
+                bbox_embed: nn.Module, content: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`DABDeformableDecoder.forward`, with look-forward-twice box predictions."""
+        d = self.d_model
+        anchor = query_pos.sigmoid()  # detached selections (and denoising anchors)
+        previous = anchor  # the box the next prediction refines, gradients kept
+        out = (torch.zeros(*query_pos.shape[:-1], d, dtype=memory.src.dtype, device=memory.src.device)
+               if content is None else content)
+        scale = torch.cat([memory.ratios, memory.ratios], -1)[:, None]
+        hs, boxes = [], []
+        for i, layer in enumerate(self.layers):
+            raw = self.ref_point_head(sine_box_encoding(anchor, d))
+            qpos = raw if i == 0 else raw * self.query_scale(out)
+            out = layer(out, qpos, anchor[:, :, None] * scale, memory, layout, sa_fn)
+            h = self.norm(out)
+            delta = bbox_embed(h)
+            box = (delta + inverse_sigmoid(previous)).sigmoid()  # look forward twice
+            hs.append(h)
+            boxes.append(box)
+            previous = (delta + inverse_sigmoid(anchor)).sigmoid()  # this layer's refinement of its own anchor
+            anchor = previous.detach()
         return torch.stack(hs), torch.stack(boxes)

@@ -159,13 +159,16 @@ class GroupDETR(nn.Module):
         memory = self.encoder.encode(self.input_proj, features, pad_mask, extra)
         ctx.memory, ctx.memory_pad = memory.grid()
 
-        queries = self.group_queries(groups).unsqueeze(0).expand(b, -1, -1)
+        # the decoder's initial queries: the active groups' parameters (or, for DINO, anchors selected from the
+        # memory by each group's proposal heads, with the parameters as content)
+        queries, content, extra_outputs = self.decoder.initial_queries(self.group_queries(groups), memory, groups)
         dn = self.denoising_queries(targets, g)
         if dn is None:
-            layout, content = QueryLayout(g, self.num_queries), None
+            layout = QueryLayout(g, self.num_queries)
         else:
             layout = dn.layout(g, self.num_queries)
-            content = torch.cat([self.label_embed(dn.labels), queries.new_zeros(b, queries.shape[1], self.decoder.d_model)], 1)
+            base = queries.new_zeros(b, queries.shape[1], self.decoder.d_model) if content is None else content
+            content = torch.cat([self.label_embed(dn.labels), base], 1)
             queries = torch.cat([inverse_sigmoid(dn.boxes).to(queries.dtype), queries], dim=1)
         hs, boxes = self.decoder(memory, queries, layout, self.sa_fn, self.bbox_embed, content)
         logits = self.class_embed(hs)  # [L, B, Q, C]
@@ -179,7 +182,7 @@ class GroupDETR(nn.Module):
         if self.head is not None:
             for layer, extra_keys in zip(layers, self.head(ctx, hs[:, :, nd:], boxes[:, :, nd:])):
                 layer.update(extra_keys)
-        out = dict(layers[-1])
+        out = dict(layers[-1], **extra_outputs)
         if self.aux_loss:
             out["aux_outputs"] = layers[:-1]
         if dn is not None:

@@ -7,14 +7,15 @@ A decoder class declares ``encoder_kind`` (a key of :data:`ENCODERS`), ``from_co
 """
 from __future__ import annotations
 
-from groupdetr.model.deformable_decoder import DABDeformableDecoder
+from groupdetr.model.deformable_decoder import DABDeformableDecoder, DINODecoder
 from groupdetr.model.deformable_encoder import DeformableEncoder
 from groupdetr.model.transformer import ConditionalDecoder, DABDecoder, Encoder
 
 __all__ = ["DECODERS", "ENCODERS"]
 
 #: ``model.decoder`` -> decoder class
-DECODERS = {"conditional": ConditionalDecoder, "dab": DABDecoder, "dab_deformable": DABDeformableDecoder}
+DECODERS = {"conditional": ConditionalDecoder, "dab": DABDecoder, "dab_deformable": DABDeformableDecoder,
+            "dino": DINODecoder}
 
 #: a decoder's ``encoder_kind`` -> encoder class: one level (DETR's) or several (Deformable DETR's)
 ENCODERS = {"standard": Encoder, "deformable": DeformableEncoder}

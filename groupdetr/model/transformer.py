@@ -22,7 +22,14 @@ from groupdetr.model.memory import Memory
 from groupdetr.model.multiscale import valid_ratios
 from groupdetr.model.position import sine_box_encoding, sine_image_encoding, sine_point_encoding
 
-__all__ = ["MLP", "FFN", "Encoder", "ConditionalDecoder", "DABDecoder", "INITS", "init_like_authors"]
+__all__ = ["MLP", "FFN", "Encoder", "ConditionalDecoder", "DABDecoder", "INITS", "init_like_authors", "static_queries"]
+
+
+def static_queries(params: torch.Tensor, memory: Memory, groups) -> tuple[torch.Tensor, None, dict]:
+    """A decoder's initial queries when they are parameters: the active groups' ``params`` [G*N, query_dim]
+    repeated over the batch ([B, G*N, query_dim]), no content (the decoder starts from zeros), no extra
+    outputs. (DINO's decoder selects anchors from the memory instead.)"""
+    return params.unsqueeze(0).expand(memory.src.shape[0], -1, -1), None, {}
 
 
 class FFN(nn.Module):
@@ -234,6 +241,7 @@ class ConditionalDecoder(nn.Module):
 
     supports_denoising = False
     encoder_kind = "standard"  # the encoder it reads (``groupdetr.model.registry.ENCODERS``)
+    initial_queries = staticmethod(static_queries)
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
                  init: str = "authors"):
@@ -303,6 +311,7 @@ class DABDecoder(nn.Module):
 
     supports_denoising = True
     encoder_kind = "standard"
+    initial_queries = staticmethod(static_queries)
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
                  modulate_hw: bool = True, init: str = "authors"):
