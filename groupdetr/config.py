@@ -176,6 +176,7 @@ class DenoisingConfig:
     # DN-DETR's lambda: centre shift <= lambda*wh/2, size scale in [1-lambda, 1+lambda]
     box_noise: float = field(default=0.4, metadata=_fraction())
     sharing: str = field(default="per_group", metadata=_choices(*names.DN_SHARING))
+    contrastive: bool = False  # DINO's contrastive denoising: each copy also holds negatives (no object)
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,36 @@ def test_denoising_losses_vanish_for_a_perfect_reconstruction():
     torch.testing.assert_close(noisy["loss_bbox_dn"], torch.tensor(0.04), atol=1e-5, rtol=1e-5)
 
 
+def test_contrastive_denoising_adds_a_farther_negative_of_every_object_per_copy():
+    """DINO's contrastive denoising: per copy, positives (noise < lambda) then negatives (lambda..2 lambda)."""
+    targets = random_targets(2, 5, sizes=[3, 1], seed=6)
+    torch.manual_seed(0)
+    dn = make_denoising_queries(targets, num_sets=2, budget=13, label_noise=0.0, box_noise=0.2, num_classes=5,
+                                contrastive=True)
+    assert (dn.copies, dn.pad) == (num_copies(6, 13), 6) == (2, 6) and dn.labels.shape == (2, 2 * 2 * 6)
+    neg = dn.negative.view(2, 4, 6)
+    assert torch.equal(neg[0], torch.tensor([[False] * 3 + [True] * 3] * 4))
+    assert torch.equal(neg[1], torch.tensor([[False] * 3 + [True, False, False]] * 4))  # padding is neither
+    assert torch.equal(dn.positive, dn.valid & ~dn.negative)
+    for b, t in enumerate(targets):
+        for kind, lo, hi in ((dn.positive, 0.0, 0.2), (dn.negative, 0.2, 0.4)):
+            slots = kind[b].nonzero().flatten()
+            gt = t["boxes"][dn.target_index[b, slots]]
+            shift = (dn.boxes[b, slots, :2] - gt[:, :2]).abs() / (gt[:, 2:] / 2)
+            inside = (dn.boxes[b, slots, :2] > 1e-6) & (dn.boxes[b, slots, :2] < 1 - 1e-6)  # not clamped
+            assert ((shift[inside] >= lo - 1e-5) & (shift[inside] <= hi + 1e-5)).all()
+    # the loss: negatives count as no object for the class, and not at all for the boxes
+    flat_boxes = torch.stack([targets[b]["boxes"][max(int(i), 0)] for b in range(2) for i in dn.target_index[b]]).view(2, -1, 4)
+    logits = torch.full((2, dn.labels.shape[1], 5), -20.0)
+    logits.scatter_(2, dn.labels[..., None], 20.0)
+    logits[dn.negative] = -20.0  # a perfect model calls the negatives background
+    boxes = torch.where(dn.negative[..., None], torch.rand_like(flat_boxes), flat_boxes)  # negatives' boxes ignored
+    perfect = denoising_losses({"pred_logits": logits, "pred_boxes": boxes}, targets, dn)
+    assert perfect["loss_bbox_dn"] == 0 and perfect["loss_ce_dn"] < 1e-6
+    logits[dn.negative] = torch.full((5,), -20.0).scatter(0, torch.tensor([1]), 20.0)  # negatives called objects
+    assert denoising_losses({"pred_logits": logits, "pred_boxes": boxes}, targets, dn)["loss_ce_dn"] > 1.0
+
+
 def test_weights_of_denoising_and_auxiliary_losses():
     w = {"loss_ce": 2.0, "loss_bbox": 5.0}
     one = torch.tensor(1.0)
@@ -193,12 +223,14 @@ def test_k1_sharing_option_makes_no_difference(images, pad_mask):
     assert all(torch.equal(losses[0][k], losses[1][k]) for k in losses[0])
 
 
-@pytest.mark.parametrize("decoder", ["dab", "dab_deformable", "dino"])
-def test_per_group_denoising_sets_see_only_their_group(decoder, images, pad_mask):
+@pytest.mark.parametrize("decoder,contrastive", [("dab", False), ("dab_deformable", False), ("dino", False),
+                                                 ("dino", True)])
+def test_per_group_denoising_sets_see_only_their_group(decoder, contrastive, images, pad_mask):
     """Gradients: set s's outputs depend on group s's anchors only; matching outputs never on the
     label embedding (the only way ground truth enters the denoising queries' content)."""
     targets = random_targets(2, 5, sizes=[2, 1])
-    _, model, _, _ = tiny_model(seed=10, model__num_groups=3, **{**DN, "model__decoder": decoder})
+    _, model, _, _ = tiny_model(seed=10, model__num_groups=3, model__denoising__contrastive=str(contrastive).lower(),
+                                **{**DN, "model__decoder": decoder})
     torch.manual_seed(0)
     out = forward(model, images, pad_mask, targets)
     dn = out["dn_queries"]

@@ -139,7 +139,7 @@ class DINODecoder(DABDeformableDecoder):
     - **Look forward twice**: layer i predicts ``sigmoid(delta_i + inverse_sigmoid(box_{i-1}))`` with the
       previous layer's box *not* detached (its gradient reaches layer i-1's update), while the reference box
       layer i reads is detached, as DINO.
-    Not yet: contrastive denoising (negative denoising queries); DN-DETR's positive denoising queries work.
+    Contrastive denoising is ``model.denoising.contrastive`` (:mod:`groupdetr.denoising`).
     """
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,

@@ -118,7 +118,7 @@ class GroupDETR(nn.Module):
             return None
         sets = num_groups if self.denoising.sharing == "per_group" else 1
         return make_denoising_queries(targets, sets, self.denoising.num_queries, self.denoising.label_noise,
-                                      self.denoising.box_noise, self.num_classes)
+                                      self.denoising.box_noise, self.num_classes, self.denoising.contrastive)
 
     def forward(
         self,
