@@ -128,6 +128,7 @@ def _paper_deltas(reported) -> dict[tuple[str, str], tuple[str, float]]:
         ("ablation_detectors", "dab"): ("Table3", dab["gain"]),
         ("ablation_detectors", "dn"): ("Table3", dn["gain"]),
         ("ablation_detectors", "dab_deformable"): ("Table3", t3.loc["DAB-Deformable-DETR", "gain"]),
+        ("ablation_detectors", "dino"): ("Table3", t3.loc["DINO-4scale", "gain"]),
     }
 
 
