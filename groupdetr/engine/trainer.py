@@ -39,11 +39,11 @@ from groupdetr.engine.checkpoint import load_checkpoint, save_checkpoint
 from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
 from groupdetr.engine.memory import peak_memory_mib
-from groupdetr.errors import NonFiniteLoss, RunError, UsageError
+from groupdetr.errors import DatasetError, NonFiniteLoss, RunError, UsageError
 from groupdetr.pretrain.run import resolve_backbone_weights, weights_provenance
 from groupdetr.tasks import TASKS
 
-__all__ = ["RunError", "train", "make_loader", "check_run_dir", "seed_everything", "flush_denormals", "git_state", "peak_memory_mib", "manifest"]
+__all__ = ["RunError", "train", "make_loader", "check_batch_size", "check_run_dir", "seed_everything", "flush_denormals", "git_state", "peak_memory_mib", "manifest"]
 
 log = logging.getLogger("groupdetr.engine")
 
@@ -161,6 +161,19 @@ def make_loader(dataset, cfg: Config, info: DistInfo, epoch: int, train: bool):
                         drop_last=train, sampler=sampler)
 
 
+def check_batch_size(num_images: int, batch_size: int, world_size: int, ann_file: Path) -> None:
+    """Refuse (DatasetError, one line) a batch larger than a process's share of the training split. The
+    training loader drops an incomplete last batch (``drop_last``, as DETR: every step sees a full batch, and
+    a resumed epoch the same batches), so such an epoch would run no step at all."""
+    per_process = num_images // world_size
+    if batch_size > per_process:
+        share = f", {per_process} per process of {world_size}" if world_size > 1 else ""
+        raise DatasetError(f"optim.batch_size={batch_size} is larger than the train split ({num_images} images in "
+                           f"{ann_file}{share}): an epoch would run no step (the last incomplete batch is "
+                           "dropped); " + (f"set optim.batch_size <= {per_process}" if per_process else
+                                           "use fewer processes than images"))
+
+
 def train(cfg: Config, out: str | Path, command: list[str] | None = None, restart: bool = False) -> dict:
     """Train ``cfg`` into run directory ``out`` (resuming, or returning a finished run's metrics)."""
     out = Path(out)
@@ -173,6 +186,7 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         torch.use_deterministic_algorithms(True)
     flush_denormals(info.device)
     train_ds, val_ds = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    check_batch_size(len(train_ds), cfg.optim.batch_size, info.world_size, train_ds.ann_file)
     ckpt_path = out / rd.CHECKPOINT
     resuming = state == "resume" and ckpt_path.is_file()
     build_cfg = _initial_weights(cfg, info, resuming)

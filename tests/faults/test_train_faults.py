@@ -112,3 +112,78 @@ def test_weights_left_non_finite_by_an_epochs_last_step_are_not_checkpointed(syn
                                             "diverged; no epoch of .* finished"):
         trainer.train(load_config("cpu_small", overrides(synth_root, epochs=2)), run)
     assert not (run / rd.CHECKPOINT).exists() and not (run / rd.LOG).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# data (item 6)
+
+
+def _dataset(synth_root, tmp_path, split=None, edit=None):
+    """A copy of the tiny benchmark whose ``split`` annotation file went through ``edit(data)``."""
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    if split is not None:
+        ann = root / "annotations" / f"instances_{split}.json"
+        data = json.loads(ann.read_text())
+        edit(data)
+        ann.write_text(json.dumps(data))
+    return root
+
+
+def _train_cli(root, out, capsys, **kv):
+    """``groupdetr train`` of the tiny config in-process: (exit code, stderr lines)."""
+    args = ["train", "-c", "cpu_small", "--out", str(out)]
+    for o in overrides(root, epochs=1, **kv):
+        args += ["--set", o]
+    code = main(args)
+    return code, capsys.readouterr().err.splitlines()
+
+
+def _no_images(data):
+    data["images"], data["annotations"] = [], []
+
+
+def _no_objects(data):
+    data["annotations"] = []
+
+
+@pytest.mark.parametrize("split, edit, message", [
+    ("train", _no_images, "the train split has no images"),  # before: ValueError: num_samples should be ... 0
+    ("val", _no_images, "the val split has no images"),  # before: finished, every AP 0.0
+    ("val", _no_objects, "the val split has 8 images but no objects to evaluate against"),  # before: every AP -1.0
+], ids=["empty_train", "empty_val", "val_without_objects"])
+def test_a_split_with_nothing_in_it_is_refused_at_start(synth_root, tmp_path, capsys, split, edit, message):
+    root = _dataset(synth_root, tmp_path, split, edit)
+    run = tmp_path / "run"
+    code, err = _train_cli(root, run, capsys)
+    assert code == 2 and len(err) == 1 and not run.exists()
+    assert err[0] == f"groupdetr: dataset error: {root}/annotations/instances_{split}.json: {message}" + (
+        f" (data.root={root})" if message.endswith("no images") else " (crowd and degenerate boxes do not count)")
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_at_start(synth_root, tmp_path, capsys):
+    """Before: a 0-iteration epoch was logged and checkpointed, then ``KeyError: 'loss'``, on every rerun too."""
+    run = tmp_path / "run"
+    code, err = _train_cli(synth_root, run, capsys, optim__batch_size=17)
+    assert code == 2 and len(err) == 1 and not run.exists()
+    assert err[0] == (f"groupdetr: dataset error: optim.batch_size=17 is larger than the train split (16 images in "
+                      f"{synth_root}/annotations/instances_train.json): an epoch would run no step (the last "
+                      "incomplete batch is dropped); set optim.batch_size <= 16")
+    assert trainer.check_batch_size(16, 16, 1, "f") is None  # one full batch is an epoch
+    with pytest.raises(ValueError, match="16 images in f, 8 per process of 2\\): .*set optim.batch_size <= 8"):
+        trainer.check_batch_size(16, 9, 2, "f")
+    with pytest.raises(ValueError, match="use fewer processes than images"):
+        trainer.check_batch_size(1, 1, 2, "f")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_unreadable_image_is_one_line_naming_it_with_or_without_workers(synth_root, tmp_path, capsys, workers):
+    """Before, with workers: ``Caught DatasetError in DataLoader worker process 0.`` and the worker's traceback."""
+    root = _dataset(synth_root, tmp_path)
+    image = root / "train" / "000002.png"
+    image.write_bytes(b"")
+    code, err = _train_cli(root, tmp_path / "run", capsys, data__num_workers=workers)
+    assert code == 2
+    assert err[-1] == (f"groupdetr: dataset error: {image}: cannot read image 3 (cannot identify image file "
+                       f"'{image}')")
+    assert all(line.startswith(tuple("0123456789")) for line in err[:-1])  # progress lines only
