@@ -39,7 +39,8 @@ class RunError(RuntimeError):
 
 
 class NonFiniteLoss(RuntimeError):
-    """A NaN or infinite loss; the message names epoch and iteration."""
+    """Training diverged: a NaN or infinity in a step's model outputs or loss, or in the weights after an
+    epoch; the message names epoch and iteration."""
 
 
 class SynthError(RuntimeError):

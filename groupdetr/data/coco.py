@@ -218,6 +218,11 @@ class CocoDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def num_objects(self) -> int:
+        """Annotations kept for training (crowd and degenerate ones dropped)."""
+        return sum(len(anns) for anns in self._anns.values())
+
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, dict]:
         info = self.coco.imgs[self.ids[idx]]
         image = self._read_image(info)
@@ -291,7 +296,9 @@ def build_dataset(cfg, split: str, return_masks: bool = False) -> CocoDetection:
     """Dataset of ``split`` from ``cfg.data`` (dataset, root, image_size), with the transform preset
     of ``cfg.data.dataset`` (``groupdetr.data.transforms.PRESETS``); masks are decoded when asked or
     when ``cfg.model.task`` needs them, and a 3D task refuses a dataset without 3D annotations. Also
-    checks that every category id indexes the classifier: ``max id < cfg.model.num_classes``."""
+    checks that every category id indexes the classifier (``max id < cfg.model.num_classes``), that the
+    split has images, and that the ``val`` split has objects: evaluation on nothing is meaningless (COCO
+    reports every AP as -1 then, or 0.0 with no images at all)."""
     from groupdetr.tasks import TASKS
 
     data = cfg.data
@@ -303,6 +310,11 @@ def build_dataset(cfg, split: str, return_masks: bool = False) -> CocoDetection:
     transforms = build_transforms(data.dataset, split, data.image_size)
     task = TASKS[cfg.model.task]
     dataset = CocoDetection(image_dir, ann_file, transforms, return_masks=return_masks or task.needs_masks)
+    if len(dataset) == 0:
+        raise DatasetError(f"{ann_file}: the {split} split has no images (data.root={data.root})")
+    if split == "val" and dataset.num_objects == 0:
+        raise DatasetError(f"{ann_file}: the val split has {len(dataset)} images but no objects to evaluate against "
+                           "(crowd and degenerate boxes do not count)")
     if task.needs_3d and not dataset.has_3d:
         raise DatasetError(f"{ann_file}: model.task={task.name} needs 3D annotations (center_3d, dims_3d, yaw_3d, "
                            "intrinsics, camera_pitch), as the embedded benchmark has")

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["collate", "seed_worker", "build_loader"]
+from groupdetr.errors import DatasetError
+
+__all__ = ["collate", "seed_worker", "worker_message", "Loader", "build_loader"]
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -52,6 +54,35 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def worker_message(error: BaseException) -> str:
+    """The one-line message an exception had where it was raised. PyTorch re-raises an exception of a
+    DataLoader worker in the main process with the worker's whole traceback as its message
+    (``Caught DatasetError in DataLoader worker process 0.`` / ``Original Traceback ...``), whose last line
+    is ``module.Class: <message>``; an exception raised in this process is returned as it is."""
+    text = str(error)
+    if not text.startswith(f"Caught {type(error).__name__} in DataLoader worker"):
+        return text
+    last = text.rstrip().splitlines()[-1]
+    prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
+
+
+class Loader(DataLoader):
+    """A DataLoader whose :class:`DatasetError` (an unreadable or zero-byte image ...) reads the same with
+    ``num_workers > 0`` as without: the dataset's own line naming the file, not a worker's traceback."""
+
+    def __iter__(self):
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except DatasetError as e:
+                raise DatasetError(worker_message(e)) from None
+            yield batch
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int,
@@ -63,10 +94,11 @@ def build_loader(
     sampler=None,
 ) -> DataLoader:
     """DataLoader over ``dataset`` batching with :func:`collate`, seeded as in the module docstring.
-    A ``sampler`` (e.g. ``DistributedSampler``) replaces ``shuffle``."""
+    A ``sampler`` (e.g. ``DistributedSampler``) replaces ``shuffle``. Errors of the dataset read as one
+    line with or without workers (:class:`Loader`)."""
     generator = torch.Generator()
     generator.manual_seed(seed)
-    return DataLoader(
+    return Loader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle if sampler is None else False,

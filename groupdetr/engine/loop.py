@@ -15,7 +15,7 @@ from groupdetr.engine.progress import progress
 from groupdetr.errors import NonFiniteLoss
 from groupdetr.groups import select_group
 
-__all__ = ["NonFiniteLoss", "StepResult", "train_step", "train_one_epoch", "evaluate", "evaluate_groups", "matching_signature", "matching_instability"]
+__all__ = ["NonFiniteLoss", "StepResult", "non_finite", "train_step", "train_one_epoch", "evaluate", "evaluate_groups", "matching_signature", "matching_instability"]
 
 
 def _to(targets: list[dict], device: torch.device) -> list[dict]:
@@ -65,22 +65,57 @@ class StepResult:
     seconds: dict
 
 
+def non_finite(outputs, name: str = "") -> list[str]:
+    """Names of the floating-point tensors in a detector output dict that hold a NaN or an infinity.
+
+    Walks dicts, lists and tuples (``aux_outputs`` and ``dn_outputs`` included), so a diverging
+    intermediate decoder layer is named too: ``["pred_logits", "aux_outputs[0].pred_boxes"]``.
+    Anything else (``num_groups``, the ``dn_queries`` inputs) is skipped. One host sync in all.
+    """
+    named = []
+
+    def walk(value, key):
+        if torch.is_tensor(value):
+            if value.is_floating_point():
+                named.append((key, value))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]")
+
+    walk(outputs, name)
+    if not named:
+        return []
+    finite = torch.stack([t.detach().isfinite().all() for _, t in named]).tolist()
+    return [k for (k, _), ok in zip(named, finite) if not ok]
+
+
 def train_step(model, criterion, loss_weights: dict, optimizer, images, pad_mask, targets, clip: float = 0.0,
-               amp: bool = False, check=None, clock=time.perf_counter) -> StepResult:
+               amp: bool = False, where: str | None = None, clock=time.perf_counter) -> StepResult:
     """One optimisation step: forward, matching and losses, backward, gradient clipping, optimizer step.
 
-    ``check(total)`` runs between the loss and the backward (the trainer stops on a non-finite loss
-    there); ``clock`` times the phases (the benchmark passes one that waits for the GPU first).
+    ``where`` (e.g. ``"epoch 2, iteration 3"``): when given, the step stops with :class:`NonFiniteLoss`
+    naming it as soon as the model outputs hold a NaN or an infinity -- checked after the forward, before
+    the matcher, which would otherwise fail on them with a bare scipy error -- or the weighted loss does
+    (checked before the backward). Nothing is updated then. ``clock`` times the phases (the benchmark
+    passes one that waits for the GPU first).
     """
     t0 = clock()
     with autocast(images.device, amp):
         outputs = model(images, pad_mask, targets)
+    if where is not None:
+        bad = non_finite(outputs)
+        if bad:
+            shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+            raise NonFiniteLoss(f"non-finite model outputs ({shown}) at {where}: training diverged")
     t1 = clock()
     losses, indices = criterion.losses_and_matching(outputs, targets)
     total = weight_losses(losses, loss_weights)
     t2 = clock()
-    if check is not None:
-        check(total)
+    if where is not None and not torch.isfinite(total):
+        raise NonFiniteLoss(f"non-finite loss ({total.item()}) at {where}")
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     t3 = clock()
@@ -94,7 +129,8 @@ def train_step(model, criterion, loss_weights: dict, optimizer, images, pad_mask
 
 def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, device, epoch: int, clip: float,
                     max_iters: int | None, amp: bool, log_every: int, show: bool):
-    """Train one epoch.
+    """Train one epoch. Stops with :class:`NonFiniteLoss` naming the epoch and iteration when the outputs or
+    the loss of a step (:func:`train_step`), or the weights at the end of the epoch, are not finite.
 
     Returns:
         (mean of every named loss and of the weighted total over the epoch (all ranks),
@@ -106,12 +142,8 @@ def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, dev
     batches = itertools.islice(loader, total_iters)
     for i, (images, pad_mask, targets) in enumerate(progress(batches, total_iters, f"epoch {epoch}", log_every, show), 1):
         images, pad_mask, targets = images.to(device), pad_mask.to(device), _to(targets, device)
-
-        def finite(total, i=i):
-            if not torch.isfinite(total):
-                raise NonFiniteLoss(f"non-finite loss ({total.item()}) at epoch {epoch}, iteration {i}")
-
-        step = train_step(model, criterion, loss_weights, optimizer, images, pad_mask, targets, clip, amp, finite)
+        step = train_step(model, criterion, loss_weights, optimizer, images, pad_mask, targets, clip, amp,
+                          where=f"epoch {epoch}, iteration {i}")
         outputs, losses, indices, total = step.outputs, step.losses, step.indices, step.total
         values = torch.stack([v.detach() for v in losses.values()] + [total.detach()]).tolist()  # one host sync
         for k, v in zip([*losses, "loss"], values):
@@ -120,6 +152,12 @@ def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, dev
         g, nq = outputs["num_groups"], outputs["pred_logits"].shape[1] // outputs["num_groups"]
         for t, (q, j) in zip(targets, indices):
             matching[int(t["image_id"])] = matching_signature(q, j, len(t["labels"]), nq, g)
+    # A step with finite outputs and loss can still leave non-finite weights (an overflowing update); the
+    # next forward catches that, except after the epoch's last step, whose weights the checkpoint keeps.
+    bad = non_finite(dict(model.named_parameters()))
+    if bad:
+        raise NonFiniteLoss(f"non-finite parameters ({', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}) after "
+                            f"epoch {epoch}, iteration {n}: training diverged")
     keys = sorted(sums)
     reduced = all_reduce_sum([sums[k] for k in keys] + [n], device)
     return {k: v / max(reduced[-1], 1) for k, v in zip(keys, reduced[:-1])}, matching, n

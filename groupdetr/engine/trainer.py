@@ -8,6 +8,9 @@ Reliability rules (issue #4):
   before it: on CPU the final metrics of a resumed run equal those of an uninterrupted one;
 - a run directory with another config, or a checkpoint of another model, is refused with one line
   and left untouched, unless ``restart`` is asked for.
+- divergence (issue 14): a NaN or infinity in a step's outputs (checked before the matcher) or loss, or
+  in the weights at the end of an epoch, stops the run with one line naming the epoch and iteration; the
+  run directory still ends at its last good epoch, so a rerun resumes there (and diverges the same way).
 """
 from __future__ import annotations
 
@@ -36,11 +39,11 @@ from groupdetr.engine.checkpoint import load_checkpoint, save_checkpoint
 from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
 from groupdetr.engine.memory import peak_memory_mib
-from groupdetr.errors import RunError, UsageError
+from groupdetr.errors import DatasetError, NonFiniteLoss, RunError, UsageError
 from groupdetr.pretrain.run import resolve_backbone_weights, weights_provenance
 from groupdetr.tasks import TASKS
 
-__all__ = ["RunError", "train", "make_loader", "check_run_dir", "seed_everything", "flush_denormals", "git_state", "peak_memory_mib", "manifest"]
+__all__ = ["RunError", "train", "make_loader", "check_batch_size", "check_run_dir", "seed_everything", "flush_denormals", "git_state", "peak_memory_mib", "manifest"]
 
 log = logging.getLogger("groupdetr.engine")
 
@@ -158,6 +161,19 @@ def make_loader(dataset, cfg: Config, info: DistInfo, epoch: int, train: bool):
                         drop_last=train, sampler=sampler)
 
 
+def check_batch_size(num_images: int, batch_size: int, world_size: int, ann_file: Path) -> None:
+    """Refuse (DatasetError, one line) a batch larger than a process's share of the training split. The
+    training loader drops an incomplete last batch (``drop_last``, as DETR: every step sees a full batch, and
+    a resumed epoch the same batches), so such an epoch would run no step at all."""
+    per_process = num_images // world_size
+    if batch_size > per_process:
+        share = f", {per_process} per process of {world_size}" if world_size > 1 else ""
+        raise DatasetError(f"optim.batch_size={batch_size} is larger than the train split ({num_images} images in "
+                           f"{ann_file}{share}): an epoch would run no step (the last incomplete batch is "
+                           "dropped); " + (f"set optim.batch_size <= {per_process}" if per_process else
+                                           "use fewer processes than images"))
+
+
 def train(cfg: Config, out: str | Path, command: list[str] | None = None, restart: bool = False) -> dict:
     """Train ``cfg`` into run directory ``out`` (resuming, or returning a finished run's metrics)."""
     out = Path(out)
@@ -170,6 +186,7 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         torch.use_deterministic_algorithms(True)
     flush_denormals(info.device)
     train_ds, val_ds = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    check_batch_size(len(train_ds), cfg.optim.batch_size, info.world_size, train_ds.ann_file)
     ckpt_path = out / rd.CHECKPOINT
     resuming = state == "resume" and ckpt_path.is_file()
     build_cfg = _initial_weights(cfg, info, resuming)
@@ -208,9 +225,12 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         if info.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(info.device)
         t0 = time.perf_counter()
-        means, current, iters = train_one_epoch(
-            net, criterion, weights, optimizer, make_loader(train_ds, cfg, info, epoch, True), info.device, epoch,
-            cfg.optim.clip_max_norm, cfg.train.max_iters_per_epoch, cfg.train.amp, cfg.train.log_every, info.is_main)
+        try:
+            means, current, iters = train_one_epoch(
+                net, criterion, weights, optimizer, make_loader(train_ds, cfg, info, epoch, True), info.device, epoch,
+                cfg.optim.clip_max_norm, cfg.train.max_iters_per_epoch, cfg.train.amp, cfg.train.log_every, info.is_main)
+        except NonFiniteLoss as e:
+            raise NonFiniteLoss(f"{e}; {diverged_hint(out, epoch - 1)}") from None
         seconds = time.perf_counter() - t0
         lrs = [g["lr"] for g in optimizer.param_groups]
         scheduler.step()
@@ -240,6 +260,15 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         rd.atomic_write_json(out / rd.METRICS, final)
     barrier()
     return final
+
+
+def diverged_hint(out: Path, finished: int) -> str:
+    """What is left after training diverged in epoch ``finished + 1``, and what to do: the run directory
+    still ends at its last finished epoch (its checkpoint was written before the failing epoch began)."""
+    if finished == 0:
+        return f"no epoch of {out} finished; lower optim.lr and pass --restart"
+    return (f"{out} keeps epoch {finished} and its checkpoint (rerunning resumes there); lower optim.lr "
+            "and pass --restart to start over")
 
 
 def _initial_weights(cfg: Config, info: DistInfo, resuming: bool) -> Config:
