@@ -298,10 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as e:
         print(f"groupdetr: {e}", file=sys.stderr)
         return 2
-    except (StudyError, GatherError, NotebookError, UsageError) as e:
+    except (StudyError, GatherError, NotebookError, UsageError, RunError) as e:  # refusals
         print(f"groupdetr: {e}", file=sys.stderr)
         return 2
-    except (RunError, NonFiniteLoss, NotebookFailed) as e:
+    except (NonFiniteLoss, NotebookFailed) as e:
         print(f"groupdetr: {e}", file=sys.stderr)
         return 1
 

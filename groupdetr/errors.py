@@ -7,7 +7,14 @@ them under their old names (``groupdetr.data.DatasetError`` ...).
 from __future__ import annotations
 
 __all__ = ["DatasetError", "WeightsError", "StudyError", "GatherError", "NotebookError", "NotebookFailed",
-           "RunError", "NonFiniteLoss", "SynthError", "BenchError", "UsageError"]
+           "RunError", "NonFiniteLoss", "SynthError", "BenchError", "UsageError", "first_line"]
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none (``torch.load`` of an
+    empty file raises with no message: taking ``str(e).splitlines()[0]`` there crashed the error handler)."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 class DatasetError(ValueError):

@@ -7,21 +7,35 @@ written and read by :mod:`groupdetr.engine.checkpoint`.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import errno
+import fcntl
 import json
 import os
+import re
+import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from groupdetr.errors import UsageError
+from groupdetr.errors import RunError, UsageError, first_line
 
-__all__ = ["CONFIG", "MANIFEST", "LOG", "METRICS", "CHECKPOINT", "EVAL_DIR", "RUN_FILES", "run_dir", "eval_file",
-           "is_run_file", "check_eval_out", "umask", "file_mode", "dir_mode", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "append_jsonl", "read_jsonl"]
+__all__ = ["CONFIG", "MANIFEST", "LOG", "METRICS", "CHECKPOINT", "CHECKSUM", "EVAL_DIR", "LOCK", "RUN_FILES", "run_dir",
+           "eval_file", "is_run_file", "check_eval_out", "umask", "file_mode", "dir_mode", "atomic_write_bytes",
+           "atomic_write_text", "atomic_write_json", "append_jsonl", "write_jsonl", "read_jsonl", "read_jsonl_records", "read_json",
+           "is_temporary", "stale_temporaries", "remove_stale_temporaries", "run_entries", "RunBusy", "run_lock"]
 
 CONFIG, MANIFEST, LOG, METRICS, CHECKPOINT, EVAL_DIR = (
     "config.yaml", "manifest.json", "log.jsonl", "metrics.json", "checkpoint.pth", "eval")
+#: the sha256 of ``checkpoint.pth``, recorded when it is written (``sha256sum -c`` format)
+CHECKSUM = CHECKPOINT + ".sha256"
+#: the lock file: held (``flock``) by the process writing the run directory, removed when it lets go
+LOCK = ".lock"
 #: the files of a run directory that only ``groupdetr train`` writes (an evaluation writes under ``eval/``)
-RUN_FILES = (CONFIG, MANIFEST, LOG, METRICS, CHECKPOINT)
+RUN_FILES = (CONFIG, MANIFEST, LOG, METRICS, CHECKPOINT, CHECKSUM)
+#: the suffix of an atomic write's temporary file (``.<name>.<8 random characters>.tmp`` beside ``<name>``)
+TMP_SUFFIX = ".tmp"
 
 
 def run_dir(runs: str | Path, study: str, variant: str, seed: int | str) -> Path:
@@ -87,7 +101,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     mode a plain ``open()`` would give it (:func:`file_mode`), not ``mkstemp``'s private 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
@@ -114,12 +128,207 @@ def append_jsonl(path: Path, record: dict, keep_epochs_below: int | None = None)
     rows = read_jsonl(path)
     if keep_epochs_below is not None:
         rows = [r for r in rows if r.get("epoch", 0) < keep_epochs_below]
-    rows.append(record)
+    write_jsonl(path, [*rows, record])
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as JSON lines, atomically (the whole file is replaced)."""
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def _damaged(path: Path, why: str) -> RunError:
+    return RunError(f"{path} is damaged ({why})")
+
+
+def read_jsonl_records(path: Path) -> tuple[list[dict], str | None]:
+    """The records of a JSON-lines file (none when it does not exist) and its torn last line: the text of
+    a last line that is not a JSON object (a write cut short), else None. A bad line before the last is
+    damage, not a cut: RunError naming the file and the line."""
     path = Path(path)
     if not path.is_file():
+        return [], None
+    lines = [(n, line) for n, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1)
+             if line.strip()]
+    rows = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            row = e
+        if not isinstance(row, dict):
+            if i == len(lines) - 1:
+                return rows, line
+            why = first_line(row) if isinstance(row, Exception) else f"a {type(row).__name__}, not an object"
+            raise _damaged(path, f"line {n} is not a JSON record: {why}")
+        rows.append(row)
+    return rows, None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file (none when it does not exist); a torn last line is a RunError
+    naming the file (the trainer repairs one before resuming: :func:`read_jsonl_records`)."""
+    rows, torn = read_jsonl_records(path)
+    if torn is not None:
+        raise _damaged(path, f"its last line is cut short: {torn[:40]!r}")
+    return rows
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object file of the run directory; a torn or damaged one is a RunError naming it (one line)."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise _damaged(path, f"not valid JSON: {first_line(e)}") from None
+    if not isinstance(obj, dict):
+        raise _damaged(path, f"a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# what a kill leaves: temporaries of atomic writes cut short, a lock file nobody holds
+
+#: ``.<name>.<mkstemp's 8 characters>`` with or without :data:`TMP_SUFFIX` (files written before it existed)
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(\.tmp)?$")
+
+
+def is_temporary(path: str | Path) -> bool:
+    """Whether ``path`` is the temporary file of an atomic write of one of the run directory's files: of
+    a :data:`RUN_FILES` name in the run directory, of a ``*.json`` in its ``eval/`` folder."""
+    path = Path(path)
+    m = _TEMPORARY.match(path.name)
+    if m is None:
+        return False
+    if path.parent.name == EVAL_DIR:
+        return m["name"].endswith(".json")
+    return m["name"] in RUN_FILES
+
+
+def stale_temporaries(run: str | Path) -> list[Path]:
+    """The temporaries of :func:`is_temporary` in ``run`` and its ``eval/`` folder. Only the holder of the
+    run's lock alone may call them stale (:func:`remove_stale_temporaries`)."""
+    run = Path(run)
+    found = []
+    for folder in (run, run / EVAL_DIR):
+        if folder.is_dir():
+            found += sorted(p for p in folder.iterdir() if p.is_file() and is_temporary(p))
+    return found
+
+
+def remove_stale_temporaries(run: str | Path) -> list[Path]:
+    """Remove the temporaries of atomic writes cut short by a kill (:func:`stale_temporaries`); returns them.
+    Call it holding :func:`run_lock` exclusively: a live writer's temporary is not stale."""
+    found = stale_temporaries(run)
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
+
+
+def run_entries(run: str | Path) -> list[str]:
+    """The names in ``run`` that a kill cannot have left there: everything but the lock file and the
+    temporaries of atomic writes. A folder whose only entries are those is empty to a new run."""
+    run = Path(run)
+    if not run.is_dir():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted(p.name for p in run.iterdir() if p.name != LOCK and not (p.is_file() and is_temporary(p)))
+
+
+# ---------------------------------------------------------------------------------------------
+# one writer at a time
+
+
+class RunBusy(RunError):
+    """Another process holds the run directory's lock; the message names it (one line)."""
+
+
+def _holder(lock: Path) -> str:
+    """Who holds ``lock``, as its holder wrote it (best effort: the file may be empty or gone)."""
+    try:
+        info = json.loads(lock.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    if not info:
+        return "an evaluation or a process that has not said who it is"
+    return f"pid {info.get('pid')} on {info.get('host')}, {info.get('what')} since {info.get('since')}"
+
+
+def _flock(fd: int, shared: bool) -> bool:
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _open_locked(lock: Path, shared: bool) -> int | None:
+    """An open descriptor of ``lock`` holding ``flock`` (shared or exclusive), or None when another process
+    holds a conflicting lock. Retries when the file was removed or replaced between open and lock (its
+    last holder removes it on the way out), so two processes never hold locks on different files."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, file_mode())
+        if not _flock(fd, shared):
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def run_lock(run: str | Path, what: str = "training", shared: bool = False) -> Iterator[Path]:
+    """Hold the lock of run directory ``run`` (created if absent) for the ``with`` block, or refuse with
+    :class:`RunBusy` (one line naming the holder) at once when another process holds it.
+
+    Exclusive for a writer of the run's files (``groupdetr train``); ``shared`` for readers that write only
+    their own files (``groupdetr eval``: several at once, never beside a writer; in a folder it may not
+    write to, a reader goes on without the lock). The lock is ``flock`` on
+    :data:`LOCK` in ``run``: the kernel lets go when its holder dies, so a killed process's lock never blocks
+    (its file may stay behind, and means nothing). The last holder removes the file, and folders this call
+    created are removed again if they are left empty (a refused command leaves nothing behind)."""
+    run = Path(run)
+    created = []
+    for folder in (run, *run.parents):
+        if folder.exists():
+            break
+        created.append(folder)
+    lock = run / LOCK
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        fd = _open_locked(lock, shared)
+    except OSError as e:
+        if not shared or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        yield lock  # a reader of a folder it cannot write to (a read-only copy of a run) reads it unlocked
+        return
+    if fd is None:
+        _remove_empty(created)
+        raise RunBusy(f"{run} is in use by another groupdetr process ({_holder(lock)}); wait for it to finish "
+                      f"or stop it (a killed process's lock does not count)")
+    try:
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+                                     "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}).encode())
+        yield lock
+    finally:
+        # unlink only while holding it alone: a shared holder upgrades, and leaves the file to the others if
+        # it cannot (a lock file nobody holds is harmless)
+        if shared and not _flock(fd, False):
+            os.close(fd)
+        else:
+            lock.unlink(missing_ok=True)
+            os.close(fd)
+        _remove_empty(created)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) where they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return

@@ -95,7 +95,7 @@ def test_finished_run_is_not_retrained_and_other_config_is_refused(synth_root, t
 def test_schema_of_run_directory(synth_root, tmp_path):
     run = tmp_path / "run"
     train(load_config("cpu_small", overrides(synth_root, epochs=2)), run)
-    assert {p.name for p in run.iterdir()} == {rd.CONFIG, rd.MANIFEST, rd.LOG, rd.METRICS, rd.CHECKPOINT}
+    assert {p.name for p in run.iterdir()} == {rd.CONFIG, rd.MANIFEST, rd.LOG, rd.METRICS, rd.CHECKPOINT, rd.CHECKSUM}
     log = rd.read_jsonl(run / rd.LOG)
     assert [r["epoch"] for r in log] == [1, 2]
     for key in ("lr", "lr_backbone", "loss", "loss_ce", "loss_bbox_0", "seconds", "eval_seconds", "peak_memory_mib",
@@ -141,6 +141,7 @@ def test_eval_any_group_and_refusals(synth_root, tmp_path):
     train(load_config("cpu_small", overrides(synth_root, epochs=1)), victim)
     (victim / rd.METRICS).unlink()
     os.replace(other / rd.CHECKPOINT, victim / rd.CHECKPOINT)
+    os.replace(other / rd.CHECKSUM, victim / rd.CHECKSUM)  # whole, with its record: only the model differs
     saved = (victim / rd.CHECKPOINT).read_bytes()
     with pytest.raises(RunError, match="checkpoint of another model"):
         train(load_config("cpu_small", overrides(synth_root, epochs=1)), victim)

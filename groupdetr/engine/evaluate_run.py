@@ -1,6 +1,7 @@
 """``groupdetr eval``: evaluate a run directory or a checkpoint, with any group (paper Fig. 4)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from groupdetr.engine.checkpoint import load_checkpoint
 from groupdetr.engine.distributed import init_distributed
 from groupdetr.engine.loop import evaluate, evaluate_groups
 from groupdetr.engine.trainer import RunError, flush_denormals, make_loader
+from groupdetr.errors import first_line
 from groupdetr.names import ISOLATING_SELF_ATTENTION
 from groupdetr.tasks import TASKS
 
@@ -33,7 +35,17 @@ def _load(target: Path) -> tuple[Path, dict]:
     try:
         return path, load_checkpoint(path)
     except Exception as e:
-        raise RunError(f"{path} cannot be loaded as a groupdetr checkpoint ({str(e).splitlines()[0]})") from None
+        raise RunError(f"{path} cannot be loaded as a groupdetr checkpoint ({first_line(e)})") from None
+
+
+def _reading(target: Path):
+    """The shared lock of the run directory holding the evaluated checkpoint (:func:`groupdetr.rundir.run_lock`),
+    held while it is read and the results written: never beside ``groupdetr train`` writing that directory,
+    which is refused meanwhile. A checkpoint outside a run directory is read without it."""
+    run = _checkpoint_path(target).parent
+    if not (run / rd.CONFIG).is_file():
+        return contextlib.nullcontext()
+    return rd.run_lock(run, what="evaluation", shared=True)
 
 
 def _prepare(target: Path, overrides: list[str], group: int | None):
@@ -72,6 +84,12 @@ def evaluate_run(target: str | Path, group: int | None = None, overrides: list[s
     target = Path(target)
     if out is not None:  # before anything is loaded: a refused --out costs nothing
         out = rd.check_eval_out(out, _checkpoint_path(target))
+    with _reading(target):
+        return _evaluate_run(target, group, overrides, out)
+
+
+def _evaluate_run(target: Path, group: int | None, overrides: list[str] | None, out: Path | None) -> dict:
+    """:func:`evaluate_run`, holding the run's lock."""
     path, ckpt, cfg, model, postprocess, scorers, loader, info = _prepare(target, list(overrides or []), group)
     stats = evaluate(model, postprocess, loader, info.device, scorers, cfg.train.amp, info.is_main, cfg.train.log_every)
     result = {"checkpoint": str(path), "epoch": int(ckpt["epoch"]), "eval_group": cfg.model.eval_group,
@@ -100,6 +118,12 @@ def evaluate_groups_run(target: str | Path, groups: Sequence[int] | None = None,
     overrides = list(overrides or [])
     if out is not None:  # the index; the group files go beside it, named group{g}.json (never a run file)
         out = rd.check_eval_out(out, _checkpoint_path(target))
+    with _reading(target):
+        return _evaluate_groups_run(target, groups, overrides, out)
+
+
+def _evaluate_groups_run(target: Path, groups: Sequence[int] | None, overrides: list[str], out: Path | None) -> dict:
+    """:func:`evaluate_groups_run`, holding the run's lock."""
     start = time.perf_counter()
     path, ckpt, cfg, model, postprocess, scorers, loader, info = _prepare(target, overrides, None)
     k = cfg.model.num_groups

@@ -11,13 +11,23 @@ Reliability rules (issue #4):
 - divergence (issue 14): a NaN or infinity in a step's outputs (checked before the matcher) or loss, or
   in the weights at the end of an epoch, stops the run with one line naming the epoch and iteration; the
   run directory still ends at its last good epoch, so a rerun resumes there (and diverges the same way).
+
+Reliability rules (issue #14):
+- one writer at a time: the main process holds the run directory's lock (``rundir.run_lock``) while it
+  writes, and a second ``groupdetr train`` (or an evaluation) of the same directory is refused meanwhile;
+- a kill at any point leaves a directory that the same command resumes or starts cleanly: temporaries
+  of cut writes are removed, a config without a manifest means nothing ran yet, and ``restart`` always
+  starts over, whatever the directory holds;
+- a damaged file (a checkpoint that is not what was written, torn JSON) is refused with one line naming
+  it, never loaded as if it were fine; a torn last line of ``log.jsonl`` past the checkpoint is dropped.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
-import json
 import logging
+import os
 import platform
 import random
 import subprocess
@@ -39,7 +49,7 @@ from groupdetr.engine.checkpoint import load_checkpoint, save_checkpoint
 from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
 from groupdetr.engine.memory import peak_memory_mib
-from groupdetr.errors import DatasetError, NonFiniteLoss, RunError, UsageError
+from groupdetr.errors import DatasetError, NonFiniteLoss, RunError, UsageError, first_line
 from groupdetr.pretrain.run import resolve_backbone_weights, weights_provenance
 from groupdetr.tasks import TASKS
 
@@ -108,35 +118,85 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def check_run_dir(out: Path, cfg: Config, restart: bool) -> str:
-    """State of ``out`` for ``cfg``: "new", "resume" or "finished". Raises RunError (nothing touched)
-    when the directory holds another config and ``restart`` is not set, UsageError when ``out`` is a file."""
+def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; a run directory is a folder (choose another --out)")
+
+
+def _readable(read, path: Path):
+    """``read(path)``, a damaged file refused with the way out (one line naming it)."""
+    try:
+        return read(path)
+    except RunError as e:
+        raise RunError(f"{e}; pass --restart to start over") from None
+
+
+def _nothing_ran(out: Path, entries: list[str]) -> bool:
+    """Whether ``entries`` of ``out`` are what a kill before the manifest leaves: the config alone (and an
+    empty ``eval/`` folder of a run being cleared by ``--restart``)."""
+    return all(name == rd.CONFIG or (name == rd.EVAL_DIR and not rd.run_entries(out / name)) for name in entries)
+
+
+def check_run_dir(out: Path, cfg: Config, restart: bool) -> str:
+    """State of ``out`` for ``cfg``: "new", "resume" or "finished"; reads only. Raises RunError (nothing
+    touched) when the directory holds another config or a damaged file and ``restart`` is not set, or holds
+    something that is not a run; UsageError when ``out`` is a file. What a kill leaves (the temporaries of
+    cut atomic writes, a lock file nobody holds, a config written before the manifest) resumes or starts
+    cleanly; ``restart`` starts over whatever the directory holds."""
+    _check_out(out)
+    entries = rd.run_entries(out)
+    if not entries or restart:
+        return "new"
     cfg_file = out / rd.CONFIG
     if not cfg_file.is_file():
-        if out.exists() and any(out.iterdir()) and not restart:
-            raise RunError(f"{out} is not empty and holds no run ({rd.CONFIG} missing); choose another --out")
-        return "new"
+        raise RunError(f"{out} is not empty and holds no run ({rd.CONFIG} missing); choose another --out")
     try:
         old = from_dict(Config, yaml.safe_load(cfg_file.read_text()))
     except Exception as e:  # a damaged or foreign config file is a refusal, not a crash
-        raise RunError(f"{cfg_file} is not a readable groupdetr config ({str(e).splitlines()[0]}); pass --restart to start over") from None
-    if config_hash(old) != config_hash(cfg) and not restart:
+        raise RunError(f"{cfg_file} is not a readable groupdetr config ({first_line(e)}); pass --restart to start over") from None
+    if config_hash(old) != config_hash(cfg):
         keys = ", ".join(_diff_keys(to_dict(old), to_dict(cfg))[:6])
         raise RunError(f"{out} holds a run with another config (differs in: {keys}); pass --restart to start over")
-    if restart:
-        return "new"
-    return "finished" if (out / rd.METRICS).is_file() else "resume"
+    if not (out / rd.MANIFEST).is_file():
+        if _nothing_ran(out, entries):  # killed between config.yaml and manifest.json
+            return "new"
+        raise RunError(f"{out / rd.MANIFEST} is missing (the run's provenance); pass --restart to start over")
+    _readable(rd.read_json, out / rd.MANIFEST)
+    if (out / rd.METRICS).is_file():
+        _readable(rd.read_json, out / rd.METRICS)
+        return "finished"
+    _readable(rd.read_jsonl_records, out / rd.LOG)  # a damaged line before the last; a torn last one is judged on resume
+    return "resume"
 
 
 def _clear(out: Path) -> None:
-    for name in (rd.CHECKPOINT, rd.LOG, rd.METRICS, rd.MANIFEST, rd.CONFIG):
+    """Remove the run's files, ``config.yaml`` last: a kill part-way leaves a directory that the same
+    ``--restart`` clears again, and that nothing but ``--restart`` takes for a run to resume."""
+    for name in (rd.CHECKPOINT, rd.CHECKSUM, rd.LOG, rd.METRICS, rd.MANIFEST):
         (out / name).unlink(missing_ok=True)
     eval_dir = out / rd.EVAL_DIR
     if eval_dir.is_dir():
         for f in eval_dir.iterdir():
             f.unlink()
+        eval_dir.rmdir()
+    (out / rd.CONFIG).unlink(missing_ok=True)
+
+
+def _repair_log(out: Path, start: int) -> list[dict] | None:
+    """Records to rewrite ``log.jsonl`` with before resuming after epoch ``start``, when its last line is
+    torn (a write cut short): the records before it, if they reach the checkpoint's epoch (the torn
+    one was of a later epoch, which runs again); None when the log is whole. A torn line the run needs is
+    a RunError (one line)."""
+    path = out / rd.LOG
+    rows, torn = _readable(rd.read_jsonl_records, path)
+    if torn is None:
+        return None
+    last = rows[-1].get("epoch", 0) if rows else 0
+    if last < start:
+        raise RunError(f"{path} is damaged (its last line is cut short, and the whole lines end at epoch {last}, "
+                       f"before the checkpoint's epoch {start}); pass --restart to start over")
+    log.warning("%s: dropping its torn last line (%r); the epoch after %d runs again", path, torn[:40], start)
+    return [r for r in rows if r.get("epoch", 0) <= start]
 
 
 def _restore(ckpt: dict, cfg: Config, model, optimizer, scheduler, path: Path) -> tuple[int, dict]:
@@ -174,13 +234,34 @@ def check_batch_size(num_images: int, batch_size: int, world_size: int, ann_file
                                            "use fewer processes than images"))
 
 
+def _locked(out: Path, shared: bool = False):
+    """The run directory's lock for this process: the main process's (``RANK`` 0, or no torchrun) alone,
+    since the other ranks write nothing there."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return rd.run_lock(out, what="training", shared=shared)
+
+
 def train(cfg: Config, out: str | Path, command: list[str] | None = None, restart: bool = False) -> dict:
-    """Train ``cfg`` into run directory ``out`` (resuming, or returning a finished run's metrics)."""
+    """Train ``cfg`` into run directory ``out`` (resuming, or returning a finished run's metrics), holding
+    its lock; another process writing it is a refusal (:class:`groupdetr.rundir.RunBusy`)."""
     out = Path(out)
+    _check_out(out)  # before the lock makes a folder
+    if not restart:
+        with _locked(out, shared=True):  # a finished run is only read: evaluations of it may go on
+            if check_run_dir(out, cfg, restart) == "finished":
+                log.info("%s is finished; nothing to do", out)
+                return rd.read_json(out / rd.METRICS)
+    with _locked(out):
+        return _train(cfg, out, command, restart)
+
+
+def _train(cfg: Config, out: Path, command: list[str] | None, restart: bool) -> dict:
+    """:func:`train`, holding the lock."""
     state = check_run_dir(out, cfg, restart)
     if state == "finished":
         log.info("%s is finished; nothing to do", out)
-        return json.loads((out / rd.METRICS).read_text())
+        return rd.read_json(out / rd.METRICS)
     info = init_distributed(cfg.device)
     if info.device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -201,10 +282,13 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
         try:
             ckpt = load_checkpoint(ckpt_path)
         except Exception as e:
-            raise RunError(f"{ckpt_path} cannot be loaded ({str(e).splitlines()[0]}); pass --restart to start over") from None
+            raise RunError(f"{ckpt_path} cannot be loaded ({first_line(e)}); pass --restart to start over") from None
         start, matching = _restore(ckpt, cfg, model, optimizer, scheduler, ckpt_path)
         log.info("resuming %s after epoch %d", out, start)
+    repaired = _repair_log(out, start) if state == "resume" else None
     if info.is_main:
+        for tmp in rd.remove_stale_temporaries(out):
+            log.info("removed %s, the temporary of a write cut short", tmp)
         if state == "new":
             _clear(out)
             out.mkdir(parents=True, exist_ok=True)
@@ -212,8 +296,10 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
             rd.atomic_write_json(out / rd.MANIFEST, {**manifest(cfg, info, command or sys.argv),
                                                      "backbone_weights": weights_provenance(build_cfg.model.backbone.weights)})
         else:
-            m = json.loads((out / rd.MANIFEST).read_text())
-            m["resumed"].append(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+            if repaired is not None:
+                rd.write_jsonl(out / rd.LOG, repaired)
+            m = rd.read_json(out / rd.MANIFEST)
+            m.setdefault("resumed", []).append(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
             rd.atomic_write_json(out / rd.MANIFEST, m)
     barrier()
     net = torch.nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model

@@ -205,7 +205,7 @@ def _write_entry(entry: Path, state: dict, record: dict, replace: bool) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
     try:
-        save_checkpoint(tmp / WEIGHTS, state)
+        save_checkpoint(tmp / WEIGHTS, state, checksum=False)  # the record holds its sha256
         record["weights_sha256"] = file_sha256(tmp / WEIGHTS)
         rd.atomic_write_json(tmp / RECORD, record)
         tmp.chmod(rd.dir_mode())  # mkdtemp's folder is private; the cache entry gets a plain mkdir's mode
