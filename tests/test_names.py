@@ -72,5 +72,5 @@ def test_light_modules_import_no_heavy_library(module):
     pycocotools: every Snakemake parse and `groupdetr --help` pays only for what it uses."""
     code = (f"import sys, {module}; heavy = [m for m in ('torch', 'torchvision', 'pycocotools') if m in sys.modules]; "
             "print(','.join(heavy))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, check=True)
     assert out.stdout.strip() == "", f"{module} imports {out.stdout.strip()}"

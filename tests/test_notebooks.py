@@ -72,7 +72,7 @@ def executed_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def executed(results, executed_dir):
     return {name: execute_notebook(NOTEBOOKS / f"{name}.ipynb", out=executed_dir / f"{name}.ipynb",
-                                   results_root=results, timeout=120) for name in NAMES}
+                                   results_root=results, timeout=900) for name in NAMES}
 
 
 def test_table7_notebook(executed, results):
@@ -137,7 +137,7 @@ def test_executed_copies_are_written_and_the_sources_stay_clean(executed, execut
 def test_notebooks_say_when_nothing_is_gathered(tmp_path):
     root = tmp_path / "results"  # nothing at all: the paper's numbers come from the repository's results/paper
     root.mkdir()
-    texts = {name: _text(execute_notebook(NOTEBOOKS / f"{name}.ipynb", results_root=root, timeout=120))
+    texts = {name: _text(execute_notebook(NOTEBOOKS / f"{name}.ipynb", results_root=root, timeout=900))
              for name in NAMES}
     assert "Study `ablation_assignment` not gathered yet" in texts["table7"] and "37.6" in texts["table7"]
     assert "Study `ablation_K` not gathered yet" in texts["ablation_K"]

@@ -182,12 +182,12 @@ def test_cli_pretrain_prints_one_line_and_copies_out(bench, tmp_path):
                                                "pretrain.steps=2", "pretrain.batch_size=4", f"pretrain.cache={tmp_path / 'c'}"]
                                    for a in ("--set", o)]
     done = subprocess.run([sys.executable, "-m", "groupdetr", "pretrain", *args, "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.strip().splitlines()) == 1 and "held-out cell accuracy" in done.stdout
     assert out.is_file() and json.loads(out.with_suffix(".json").read_text())["steps"] == 2
     bad = subprocess.run([sys.executable, "-m", "groupdetr", "train", "-c", "cpu_small", "--set",
                           f"model.backbone.weights={tmp_path / 'missing.pth'}", "--set", f"data.root={bench}",
                           "--set", "model.num_classes=9", "--out", str(tmp_path / "run")],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=1800)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "missing.pth" in bad.stderr, bad.stderr
