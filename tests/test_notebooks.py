@@ -9,10 +9,10 @@ import pytest
 from groupdetr.cli import main as cli_main
 from groupdetr.reporting import study as S
 from groupdetr.reporting.notebooks import ENV, NotebookError, NotebookFailed, execute_notebook, paper_dir, results_root
-from study_fixtures import REPO, dn_ap, heads_ap, k_ap, make_study_runs, studies, table7_ap
+from study_fixtures import REPO, detectors_ap, dn_ap, heads_ap, k_ap, make_study_runs, studies, table7_ap
 
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("table7", "ablation_K", "main_results", "table5_6", "fig8")
+NAMES = ("table7", "ablation_K", "main_results", "table5_6", "fig8", "detectors")
 
 
 def _paper(root):
@@ -32,7 +32,8 @@ def results(tmp_path_factory):
     make_study_runs(tmp / "runs", all_studies["ablation_K"], [0, 1], ap_of=k_ap)
     make_study_runs(tmp / "runs", all_studies["ablation_heads"], [0, 1], ap_of=heads_ap)
     make_study_runs(tmp / "runs", all_studies["ablation_dn"], [0, 1], ap_of=dn_ap)
-    for name in ("ablation_assignment", "ablation_K", "ablation_heads", "ablation_dn"):
+    make_study_runs(tmp / "runs", all_studies["ablation_detectors"], [0, 1], ap_of=detectors_ap)
+    for name in ("ablation_assignment", "ablation_K", "ablation_heads", "ablation_dn", "ablation_detectors"):
         S.gather(all_studies[name], tmp / "runs", root / name, seeds=[0, 1])
     return root
 
@@ -98,7 +99,7 @@ def test_ablation_k_notebook(executed):
 
 def test_main_results_notebook(executed):
     text = _text(executed["main_results"])
-    assert "gathered studies: ablation_K, ablation_assignment, ablation_dn, ablation_heads" in text
+    assert "gathered studies: ablation_K, ablation_assignment, ablation_detectors, ablation_dn, ablation_heads" in text
     assert "No COCO reproduction gathered yet" in text and "DINO-4scale" in text
     assert "ablation_assignment: group_detr - one_to_one" in text and "ablation_K: K11 - K1" in text
     assert "not COCO AP" in text and "+5.0 mAP" in text
@@ -126,6 +127,17 @@ def test_fig8_notebook(executed):
     assert _images(nb) == 3
 
 
+def test_detectors_notebook(executed):
+    nb = executed["detectors"]
+    text = _text(nb)
+    for row in ("DAB-Deformable-DETR", "DINO-4scale", "C-DETR"):
+        assert row in text  # the paper's Tables 3-4
+    assert "DINO: K=11 over K=1" in text and "Conditional DETR: K=11 over K=1" in text
+    assert "sign matches the paper in 5 of 5 comparisons" in text
+    assert "Ours: the embedded benchmark" in text
+    assert _images(nb) == 3
+
+
 def test_executed_copies_are_written_and_the_sources_stay_clean(executed, executed_dir):
     for name in NAMES:
         copy = nbformat.read(executed_dir / f"{name}.ipynb", as_version=4)
@@ -143,7 +155,7 @@ def test_notebooks_say_when_nothing_is_gathered(tmp_path):
     assert "Study `ablation_K` not gathered yet" in texts["ablation_K"]
     assert "gathered studies: none yet" in texts["main_results"]
     assert "No embedded-benchmark study gathered yet" in texts["main_results"]
-    for name, study in (("table5_6", "ablation_heads"), ("fig8", "ablation_dn")):
+    for name, study in (("table5_6", "ablation_heads"), ("fig8", "ablation_dn"), ("detectors", "ablation_detectors")):
         assert f"Study `{study}` not gathered yet" in texts[name]
         assert "sign matches" not in texts[name]  # nothing of ours to compare
     assert "45.0" in texts["table5_6"] and "39.7" in texts["table5_6"]  # the paper's side still shows
