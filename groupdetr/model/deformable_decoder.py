@@ -72,6 +72,7 @@ class DABDeformableDecoder(nn.Module):
     supports_denoising = True
     encoder_kind = "deformable"
     initial_queries = staticmethod(static_queries)
+    look_forward_twice = False  # DINO's box prediction (:class:`DINODecoder`)
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
                  n_levels: int, n_points: int, init: str = "authors"):
@@ -116,16 +117,18 @@ class DABDeformableDecoder(nn.Module):
         out = (torch.zeros(*query_pos.shape[:-1], d, dtype=memory.src.dtype, device=memory.src.device)
                if content is None else content)
         scale = torch.cat([memory.ratios, memory.ratios], -1)[:, None]  # [B, 1, L, 4]
+        previous = anchor  # the box the next prediction refines, gradients kept (look-forward-twice)
         hs, boxes = [], []
         for i, layer in enumerate(self.layers):
             raw = self.ref_point_head(sine_box_encoding(anchor, d))
             qpos = raw if i == 0 else raw * self.query_scale(out)
             out = layer(out, qpos, anchor[:, :, None] * scale, memory, layout, sa_fn)
             h = self.norm(out)
-            box = (bbox_embed(h) + inverse_sigmoid(anchor)).sigmoid()
+            delta = bbox_embed(h)
+            refined = (delta + inverse_sigmoid(anchor)).sigmoid()  # this layer's refinement of its anchor
             hs.append(h)
-            boxes.append(box)
-            anchor = box.detach()
+            boxes.append((delta + inverse_sigmoid(previous)).sigmoid() if self.look_forward_twice else refined)
+            previous, anchor = refined, refined.detach()
         return torch.stack(hs), torch.stack(boxes)
 
 
@@ -141,6 +144,8 @@ class DINODecoder(DABDeformableDecoder):
       layer i reads is detached, as DINO.
     Contrastive denoising is ``model.denoising.contrastive`` (:mod:`groupdetr.denoising`).
     """
+
+    look_forward_twice = True
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
                  n_levels: int, n_points: int, num_groups: int, num_queries: int, num_classes: int,
@@ -168,26 +173,3 @@ class DINODecoder(DABDeformableDecoder):
         content = params.unsqueeze(0).expand(b, -1, -1)
         enc = {"pred_logits": sel["pred_logits"], "pred_boxes": sel["pred_boxes"], "num_groups": len(tuple(groups))}
         return inverse_sigmoid(sel["anchors"]), content, {"enc_outputs": enc}
-
-    def forward(self, memory: Memory, query_pos: torch.Tensor, layout: QueryLayout | int, sa_fn: AttentionFn,
-                bbox_embed: nn.Module, content: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """As :meth:`DABDeformableDecoder.forward`, with look-forward-twice box predictions."""
-        d = self.d_model
-        anchor = query_pos.sigmoid()  # detached selections (and denoising anchors)
-        previous = anchor  # the box the next prediction refines, gradients kept
-        out = (torch.zeros(*query_pos.shape[:-1], d, dtype=memory.src.dtype, device=memory.src.device)
-               if content is None else content)
-        scale = torch.cat([memory.ratios, memory.ratios], -1)[:, None]
-        hs, boxes = [], []
-        for i, layer in enumerate(self.layers):
-            raw = self.ref_point_head(sine_box_encoding(anchor, d))
-            qpos = raw if i == 0 else raw * self.query_scale(out)
-            out = layer(out, qpos, anchor[:, :, None] * scale, memory, layout, sa_fn)
-            h = self.norm(out)
-            delta = bbox_embed(h)
-            box = (delta + inverse_sigmoid(previous)).sigmoid()  # look forward twice
-            hs.append(h)
-            boxes.append(box)
-            previous = (delta + inverse_sigmoid(anchor)).sigmoid()  # this layer's refinement of its own anchor
-            anchor = previous.detach()
-        return torch.stack(hs), torch.stack(boxes)
