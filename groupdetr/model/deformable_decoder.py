@@ -22,6 +22,7 @@ from groupdetr.model.attention import AttentionFn, ProjectedAttention
 from groupdetr.model.deformable import MSDeformAttn
 from groupdetr.model.memory import Memory
 from groupdetr.model.position import sine_box_encoding
+from groupdetr.model.query_selection import GroupProposalHeads, select_queries
 from groupdetr.model.transformer import FFN, INITS, static_queries
 
 __all__ = ["DeformableDecoderLayer", "DABDeformableDecoder", "DINODecoder"]
@@ -151,8 +152,6 @@ class DINODecoder(DABDeformableDecoder):
                  n_levels: int, n_points: int, num_groups: int, num_queries: int, num_classes: int,
                  init: str = "authors"):
         super().__init__(d_model, nhead, dim_feedforward, dropout, num_layers, n_levels, n_points, init=init)
-        from groupdetr.model.query_selection import GroupProposalHeads
-
         self.proposals = GroupProposalHeads(num_groups, d_model, num_classes)
         self.num_queries = num_queries
         self.query_dim = d_model  # learned content queries; anchors come from the proposals
@@ -166,8 +165,6 @@ class DINODecoder(DABDeformableDecoder):
     def initial_queries(self, params: torch.Tensor, memory: Memory, groups) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Anchors (logit space) [B, G*N, 4] from each group's proposals, content [B, G*N, d] = the groups'
         query parameters, and ``{"enc_outputs": ...}`` (the selected proposals, ``num_groups`` G)."""
-        from groupdetr.model.query_selection import select_queries
-
         sel = select_queries(self.proposals, memory, tuple(groups), self.num_queries)
         b = memory.src.shape[0]
         content = params.unsqueeze(0).expand(b, -1, -1)
