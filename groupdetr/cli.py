@@ -12,6 +12,7 @@ Subcommands:
     groupdetr bench [...]                             speed/memory benchmark of the group mechanics
     groupdetr gather --study S --runs R --out DIR     one study's runs -> tables, figures (results/S)
     groupdetr notebook NB.ipynb [--out X --results D] execute a notebook headless
+    groupdetr import-checkpoint SRC --out CKPT        the authors' Conditional/Group DETR checkpoint -> ours
 """
 from __future__ import annotations
 
@@ -122,6 +123,15 @@ def _cmd_eval(args) -> int:
                 raise ConfigError(f"--groups takes group indices or 'all', got {' '.join(args.groups)}") from None
         result = evaluate_groups_run(args.target, groups=groups, overrides=args.overrides, out=args.out)
     print(json.dumps(result, indent=1, sort_keys=True))
+    return 0
+
+
+def _cmd_import_checkpoint(args) -> int:
+    from groupdetr.interop.conditional_detr import import_checkpoint
+
+    summary = import_checkpoint(args.src, args.out, recipe=args.config, overrides=args.overrides,
+                                num_groups=args.groups)
+    print(json.dumps(summary, indent=1))
     return 0
 
 
@@ -252,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="replace an existing benchmark with other settings")
     p.set_defaults(func=_cmd_synth)
+    p = sub.add_parser("import-checkpoint", help="convert a checkpoint of the authors' Conditional DETR / Group DETR "
+                       "code (Atten4Vis/ConditionalDETR) into a groupdetr checkpoint for `groupdetr eval`",
+                       description="Reads their checkpoint (or bare state dict), reads the architecture from its tensors "
+                       "(and its saved args), renames and unpacks the parameters, checks that they fill the model of "
+                       "the config exactly, and writes a groupdetr checkpoint. Evaluate it with "
+                       "`groupdetr eval CKPT --set data.root=/path/to/coco`.")
+    p.add_argument("src", help="their checkpoint, e.g. conddetr_r50_epoch12_groupdetr11/checkpoint.pth")
+    p.add_argument("--out", required=True, help="the groupdetr checkpoint to write (a new file)")
+    p.add_argument("--groups", type=int, default=None,
+                   help="K, when the file has no saved args (its query embedding holds K*N rows)")
+    _add_config_args(p, default="paper_cdetr_r50_12ep")
+    p.set_defaults(func=_cmd_import_checkpoint)
     p = sub.add_parser("paper-tables", help="reshape the paper's reported numbers into results/paper/*.csv")
     p.add_argument("--reported", default="results/paper/reported.csv", help="transcription CSV (with sources)")
     p.add_argument("--out", default="results/paper", help="output folder")

@@ -1,0 +1,1 @@
+"""Reading other code bases' files into this suite (the authors' checkpoints)."""
