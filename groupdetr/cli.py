@@ -11,7 +11,7 @@ Subcommands:
     groupdetr synth [--config R] [--out DIR]          render the embedded benchmark
     groupdetr bench [...]                             speed/memory benchmark of the group mechanics
     groupdetr gather --study S --runs R --out DIR     one study's runs -> tables, figures (results/S)
-    groupdetr notebook NB.ipynb [--out X --results D] execute a notebook headless
+    groupdetr notebook NB.ipynb [--out X --results D] execute a notebook headless (kept, also as HTML)
     groupdetr import-checkpoint SRC --out CKPT        the authors' Conditional/Group DETR checkpoint -> ours
 """
 from __future__ import annotations
@@ -161,10 +161,13 @@ def _cmd_gather(args) -> int:
 
 
 def _cmd_notebook(args) -> int:
-    from groupdetr.reporting.notebooks import execute_notebook
+    from groupdetr.reporting.notebooks import default_out, execute_notebook, html_path
 
-    execute_notebook(args.notebook, out=args.out, results_root=args.results, timeout=args.timeout)
-    print(args.out or f"{args.notebook}: ran without error")
+    out = None if args.out == "-" else args.out or default_out(args.notebook, args.results)
+    execute_notebook(args.notebook, out=out, results_root=args.results, timeout=args.timeout,
+                     html=out is not None and args.html)
+    print(f"{out}" + (f" and {html_path(out)}" if out is not None and args.html else "") if out is not None
+          else f"{args.notebook}: ran without error")
     return 0
 
 
@@ -294,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Execute every cell of a notebook in a fresh kernel; the results root reaches "
                                    "the notebook as $GROUPDETR_RESULTS. A failing cell is one line, exit 1.")
     p.add_argument("notebook", help="the .ipynb file")
-    p.add_argument("--out", default=None, help="write the executed notebook here (default: write nothing)")
+    p.add_argument("--out", default=None, help="write the executed notebook here (default: "
+                   "<results>/notebooks/<name>.ipynb; '-' keeps nothing)")
+    p.add_argument("--html", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write it as HTML beside the executed notebook (default: yes)")
     p.add_argument("--results", default=None, help="results root (default: the repository's results/)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     p.set_defaults(func=_cmd_notebook)

@@ -178,6 +178,23 @@ def test_a_failing_cell_is_one_line_and_the_executed_copy_is_kept(tmp_path, caps
         execute_notebook(path, results_root=tmp_path)
 
 
+def test_the_command_keeps_the_executed_notebook_and_its_html_by_default(tmp_path, capsys):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    path = tmp_path / "small.ipynb"
+    nbformat.write(nb, path)
+    results = tmp_path / "results"
+    results.mkdir()
+    assert cli_main(["notebook", str(path), "--results", str(results)]) == 0
+    kept = results / "notebooks" / "small.ipynb"
+    assert "42" in _text(nbformat.read(kept, as_version=4))
+    assert "42" in (results / "notebooks" / "small.html").read_text()
+    assert cli_main(["notebook", str(path), "--results", str(results), "--out", str(tmp_path / "x.ipynb"), "--no-html"]) == 0
+    assert (tmp_path / "x.ipynb").is_file() and not (tmp_path / "x.html").exists()
+    assert cli_main(["notebook", str(path), "--results", str(tmp_path), "--out", "-"]) == 0
+    assert not (tmp_path / "notebooks").exists()  # '-': nothing kept
+    capsys.readouterr()
+
+
 def test_bad_notebook_input_is_refused(tmp_path, capsys):
     assert cli_main(["notebook", str(tmp_path / "none.ipynb")]) == 2
     assert "no such notebook" in capsys.readouterr().err

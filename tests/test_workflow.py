@@ -74,6 +74,16 @@ def test_tiny_config_keeps_its_job_set(tmp_path):
                     "total": 21}
 
 
+def test_the_demo_plans_the_whole_pipeline_small(tmp_path):
+    """workflows/config/demo.yaml: render, pretrain, K = 1 and K = 11 at one seed, every group of K = 11, gather,
+    the K notebook as notebook and HTML, all under its own folders."""
+    proc = snakemake("-n", "-p", "--cores", "2", "--configfile", str(REPO / "workflows/config/demo.yaml"), cwd=tmp_path)
+    assert job_counts(proc.stdout) == {"synth": 1, "pretrain": 1, "train": 2, "evaluate": 1, "gather": 1,
+                                       "notebook": 1, "all": 1, "total": 8}
+    assert "-c cpu_demo" in proc.stdout and "results/demo/runs/ablation_K/K11/seed0" in proc.stdout
+    assert "results/demo/notebooks/ablation_K.html" in proc.stdout and "results/runs/" not in proc.stdout
+
+
 def test_paper_preset_is_one_switch(tmp_path):
     coco = tmp_path / "coco"
     proc = snakemake("-n", "-p", "--cores", "8", "results/ablation_K", "--config", "preset=paper", f"coco_root={coco}",
@@ -90,6 +100,7 @@ def test_paper_preset_is_one_switch(tmp_path):
     (["variants={ablation_K: [K99]}"], "unknown variant(s) K99"),
     (["overrides=[model.num_grups=3]"], "did you mean"),
     (["default_studies=[ablation_K, nope]"], "config default_studies: unknown study 'nope'"),
+    (["notebooks=[table7, nope]"], "config notebooks: unknown notebook 'nope'"),
 ])
 def test_bad_settings_fail_with_one_line(tmp_path, config, message):
     proc = snakemake("-n", "--cores", "1", "--config", *config, cwd=tmp_path, check=False)
@@ -154,6 +165,7 @@ def test_tiny_workflow_end_to_end(tmp_path):
         assert (res / study / "comparisons.csv").stat().st_size > 0
     for nb in (REPO / "notebooks").glob("*.ipynb"):
         assert (res / "notebooks" / nb.name).is_file()
+        assert "<html" in (res / "notebooks" / nb.name).with_suffix(".html").read_text()[:2000].lower()
     # every job logged and benchmarked
     assert list((tmp_path / "logs" / "train").rglob("*.log")) and list((tmp_path / "logs" / "benchmarks").rglob("*.tsv"))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from groupdetr.errors import NotebookError, NotebookFailed
 
 __all__ = ["ENV", "NotebookError", "NotebookFailed", "repo_root", "results_root", "paper_dir", "paper_deltas",
-           "execute_notebook"]
+           "default_out", "html_path", "execute_notebook"]
 
 #: environment variable naming the results root a notebook reads.
 ENV = "GROUPDETR_RESULTS"
@@ -57,6 +57,28 @@ def paper_deltas(study: str, studies_file: str | Path | None = None) -> list[dic
             for c in spec.comparisons.values()]
 
 
+def default_out(notebook: str | Path, results: str | Path | None = None) -> Path:
+    """Where ``groupdetr notebook`` keeps an executed notebook unless told otherwise:
+    ``<results root>/notebooks/<name>.ipynb`` (the workflow's place for them too)."""
+    root = Path(results) if results is not None else repo_root() / "results"
+    return root / "notebooks" / Path(notebook).name
+
+
+def html_path(out: str | Path) -> Path:
+    """The HTML rendering written beside an executed notebook ``out``: the same name, ``.html``."""
+    return Path(out).with_suffix(".html")
+
+
+def _write_html(nb, path: Path) -> None:
+    """The executed notebook as a standalone HTML page (nbconvert's HTML exporter, inputs and outputs)."""
+    from nbconvert import HTMLExporter
+
+    from groupdetr.rundir import atomic_write_text
+
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    atomic_write_text(path, body)
+
+
 def _failed_cell(nb) -> tuple[int, str]:
     for i, cell in enumerate(nb.cells):
         for output in cell.get("outputs", []):
@@ -67,12 +89,13 @@ def _failed_cell(nb) -> tuple[int, str]:
 
 
 def execute_notebook(path: str | Path, out: str | Path | None = None, results_root: str | Path | None = None,
-                     timeout: int = 600, kernel_name: str = "python3"):
+                     timeout: int = 600, kernel_name: str = "python3", html: bool = False):
     """Execute every cell of the notebook at ``path`` in a fresh kernel (working folder: the
     notebook's), with ``$GROUPDETR_RESULTS`` set to ``results_root`` (default: ``<repo>/results``).
 
     The executed notebook (with outputs) is returned and, with ``out``, written there atomically,
-    also when a cell fails (to read the traceback). The notebook file itself is never modified.
+    also when a cell fails (to read the traceback); with ``html`` too, its HTML rendering beside it
+    (:func:`html_path`). The notebook file itself is never modified.
 
     Raises:
         NotebookError: ``path`` is missing or not a notebook, or ``results_root`` is not a folder.
@@ -110,6 +133,8 @@ def execute_notebook(path: str | Path, out: str | Path | None = None, results_ro
         from groupdetr.rundir import atomic_write_text
 
         atomic_write_text(Path(out), nbformat.writes(nb))
+        if html:
+            _write_html(nb, html_path(out))
     if error:
         raise NotebookFailed(error)
     return nb

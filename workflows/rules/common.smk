@@ -281,12 +281,17 @@ def gather_args(wildcards):
 
 
 NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb"))
+for _notebook in config["notebooks"] or []:
+    if _notebook not in NOTEBOOKS:
+        fail(f"config notebooks: unknown notebook {_notebook!r} (known: {', '.join(NOTEBOOKS)})")
 
 
 def all_targets():
-    """Every (default) study's gathered folder plus the executed notebooks."""
+    """Every (default) study's gathered folder plus the executed notebooks (config['notebooks'], else all), each
+    also as HTML."""
+    notebooks = config["notebooks"] or NOTEBOOKS
     return ([f"{config['out']}/{s}" for s in default_studies()]
-            + [f"{config['out']}/notebooks/{n}.ipynb" for n in NOTEBOOKS])
+            + [f"{config['out']}/notebooks/{n}.{ext}" for n in notebooks for ext in ("ipynb", "html")])
 
 
 wildcard_constraints:

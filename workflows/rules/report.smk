@@ -11,7 +11,13 @@ rule gather:
     input:
         gather_inputs,
     output:
-        directory(f"{config['out']}/{{study}}"),
+        report(
+            directory(f"{config['out']}/{{study}}"),
+            patterns=["{name}.png"],
+            caption="../report/study.rst",
+            category="{study}",
+            labels={"study": "{study}", "figure": "{name}"},
+        ),
     log:
         f"{config['logs']}/gather/{{study}}.log",
     benchmark:
@@ -33,6 +39,8 @@ rule notebook:
         studies=[f"{config['out']}/{s}" for s in default_studies()],
     output:
         f"{config['out']}/notebooks/{{notebook}}.ipynb",
+        report(f"{config['out']}/notebooks/{{notebook}}.html", caption="../report/notebook.rst", category="notebooks",
+               labels={"notebook": "{notebook}"}),
     log:
         f"{config['logs']}/notebooks/{{notebook}}.log",
     benchmark:
@@ -42,4 +50,4 @@ rule notebook:
     conda:
         "../envs/groupdetr.yaml"
     shell:
-        "{params.command} {input.notebook} --out {output} > {log} 2>&1"
+        "{params.command} {input.notebook} --out {output[0]} > {log} 2>&1"
