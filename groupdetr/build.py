@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from groupdetr.config import PRETRAIN_WEIGHTS, Config, ModelConfig
+from groupdetr.config import PRETRAIN_WEIGHTS, Config, ConfigError, ModelConfig
 from groupdetr.criterion import SetCriterion
 from groupdetr.matcher import ASSIGNMENTS, HungarianMatcher
 from groupdetr.model import GroupDETR
@@ -27,6 +27,9 @@ def build_model(cfg: ModelConfig, assignment: str = "group") -> GroupDETR:
     if cfg.backbone.weights == PRETRAIN_WEIGHTS:
         raise WeightsError("model.backbone.weights=pretrain is resolved by the trainer "
                            "(groupdetr.pretrain.run.resolve_backbone_weights) before the model is built")
+    if cfg.num_classes is None:
+        raise ConfigError("model.num_classes is null: it is derived from the training annotations when training "
+                          "starts; set it to build a model without a dataset")
     backbone = BACKBONES[cfg.backbone.name](cfg.backbone)
     decoder_cls = DECODERS[cfg.decoder]
     return GroupDETR(

@@ -85,25 +85,24 @@ def _cmd_pretrain(args) -> int:
 
 
 def _cmd_chance(args) -> int:
-    from groupdetr.data.coco import dataset_paths
+    from groupdetr.data.coco import data_split_paths
     from groupdetr.evaluation.chance import fixed_boxes_stats
 
     cfg = load_config(args.config, args.overrides)
-    if cfg.data.root is None:
-        raise ConfigError("data.root is not set (the dataset root)")
-    _, train_ann = dataset_paths(cfg.data.dataset, cfg.data.root, "train")
-    _, val_ann = dataset_paths(cfg.data.dataset, cfg.data.root, "val")
+    _, train_ann = data_split_paths(cfg.data, "train")
+    _, val_ann = data_split_paths(cfg.data, "val")
     stats = fixed_boxes_stats(train_ann, val_ann, args.boxes or cfg.postprocess.num_select, args.seed)
     print(json.dumps(stats, indent=1, sort_keys=True))
     return 0
 
 
 def _cmd_derive(args) -> int:
-    from groupdetr.data.derive import derive_dataset
+    from groupdetr.data.derive import derive_dataset, derived_overrides
 
     summary = derive_dataset(args.src, args.out, dataset=args.dataset, num_train=args.train, num_val=args.val,
                              one_class=args.one_class, box_only=args.box_only, seed=args.seed, force=args.force)
     print(f"{args.out}: " + ", ".join(f"{s}: {c['images']} images, {c['annotations']} objects" for s, c in summary.items()))
+    print("read it with: " + " ".join(f"--set {o}" for o in derived_overrides(args.out)))
     return 0
 
 
@@ -227,9 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="k-means seed")
     p.set_defaults(func=_cmd_chance)
     p = sub.add_parser("derive", help="derive a smaller one-class, box-only dataset (a user's dataset, simulated)",
-                       description="Copy a seeded random subset of each split of a COCO-format dataset to OUT (synth "
-                                   "layout: data.dataset=synth data.root=OUT reads it), merging the categories into one "
-                                   "and keeping boxes only unless told otherwise.")
+                       description="Copy a seeded random subset of each split of a COCO-format dataset to OUT "
+                                   "(OUT/train, OUT/val, OUT/annotations/instances_{train,val}.json), merging the "
+                                   "categories into one and keeping boxes only unless told otherwise. Prints the "
+                                   "overrides that read it as a dataset by paths (data.dataset=coco_json); "
+                                   "data.dataset=synth data.root=OUT reads it too.")
     p.add_argument("src", help="dataset root")
     p.add_argument("out", help="output root")
     p.add_argument("--dataset", default="synth", help="layout of SRC: synth or coco")

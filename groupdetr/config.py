@@ -47,6 +47,8 @@ __all__ = [
     "TrainConfig",
     "PretrainConfig",
     "PRETRAIN_WEIGHTS",
+    "SPLIT_PATH_KEYS",
+    "resolve_augmentation",
     "Range",
     "load_config",
     "from_dict",
@@ -199,7 +201,10 @@ class ModelConfig:
     dec_layers: int = field(default=6, metadata=_at_least(1))
     dim_feedforward: int = field(default=2048, metadata=_at_least(1))
     dropout: float = field(default=0.1, metadata=_fraction(high_open=True))
-    num_classes: int = field(default=91, metadata=_at_least(1))
+    # sigmoid classes; category ids index the logits (DETR convention: 91 for COCO, whose largest id is 90).
+    # null: the training annotations' largest category id + 1, read when training starts and recorded so
+    num_classes: int | None = field(default=91, metadata=_at_least(
+        1, note="or null: the largest category id of the training annotations + 1"))
     num_queries: int = field(default=300, metadata=_at_least(1))  # N, per group
     num_groups: int = field(default=11, metadata=_at_least(1))  # K
     self_attention: str = field(default="separate", metadata=_choices(*names.SELF_ATTENTION))
@@ -275,12 +280,28 @@ class SynthConfig:
     seed: int = field(default=0, metadata=_at_least(0))
 
 
+#: the keys of ``data`` (and ``pretrain``, train split only) that name a split of a ``coco_json`` dataset
+SPLIT_PATH_KEYS = ("train_images", "train_annotations", "val_images", "val_annotations")
+
+
 @dataclass(frozen=True)
 class DataConfig:
+    """The dataset and how its images are fed. ``coco`` and ``synth`` are read from ``root`` in their fixed
+    layouts; ``coco_json`` (any COCO-format dataset) from the four split paths. Relative paths are relative
+    to the working directory, as every path of the config."""
+
     dataset: str = field(default="coco", metadata=_choices(*names.DATASETS))
-    root: str | None = None  # dataset root (COCO 2017 layout, or a rendered benchmark)
+    root: str | None = None  # dataset root (COCO 2017 layout, or a rendered benchmark); not read by coco_json
+    train_images: str | None = None  # coco_json: folder of the training images (file_name is relative to it)
+    train_annotations: str | None = None  # coco_json: COCO JSON of the training split
+    val_images: str | None = None  # coco_json: folder of the validation images
+    val_annotations: str | None = None  # coco_json: COCO JSON of the validation split
+    # groupdetr.data.transforms.PRESETS; auto: the dataset's own (names.DATASET_AUGMENTATION)
+    augmentation: str = field(default=names.AUTO_AUGMENTATION, metadata=_choices(names.AUTO_AUGMENTATION,
+                                                                               *names.AUGMENTATIONS))
     num_workers: int = field(default=2, metadata=_at_least(0))
-    # eval short side (COCO) / side of the square rendered images (synth)
+    # the short side every split is seen at: validation resizes to it, training augments around it (DETR's
+    # scales are stated for 800 and scale with it); the side of the square rendered images (synth)
     image_size: int = field(default=800, metadata=_at_least(16))
     synth: SynthConfig = SynthConfig()
 
@@ -317,8 +338,10 @@ class PretrainConfig:
     pretrain``). A dense pretext task on a COCO-format training split: per backbone cell and stage,
     the class occupancy, a centre heatmap and the box extent (``groupdetr.pretrain``)."""
 
-    dataset: str | None = None  # null: the training split of data.*; else a dataset name (with `root`)
+    dataset: str | None = None  # null: the training split of data.*; else a dataset name (with `root`, or the paths)
     root: str | None = None  # root of that dataset (its train split is read; boxes only)
+    train_images: str | None = None  # pretrain.dataset=coco_json: its training images ...
+    train_annotations: str | None = None  # ... and their COCO JSON (boxes only are read)
     image_size: int | None = field(default=None, metadata=_at_least(16, note="or null: data.image_size"))
     steps: int = field(default=1500, metadata=_at_least(1))
     batch_size: int = field(default=16, metadata=_at_least(1))
@@ -575,16 +598,49 @@ def validate(cfg: Config) -> Config:
     b3 = m.box3d_head
     if not b3.depth_min < b3.depth_max:
         raise ConfigError(f"model.box3d_head.depth_max must be > depth_min ({b3.depth_min}), got {b3.depth_max}")
-    if m.task == "detection_3d" and cfg.data.dataset != "synth":
-        raise ConfigError(f"model.task=detection_3d needs 3D annotations; data.dataset={cfg.data.dataset} has none (use synth)")
+    if m.task == "detection_3d" and cfg.data.dataset == "coco":
+        raise ConfigError("model.task=detection_3d needs 3D annotations; data.dataset=coco has none "
+                          "(use synth, or coco_json with 3D labels)")
     if m.backbone.name == "small_cnn" and any(c % 8 for c in m.backbone.channels):
         raise ConfigError(f"model.backbone.channels must be multiples of 8 (GroupNorm), got {list(m.backbone.channels)}")
+    _check_dataset_keys(cfg.data.dataset, cfg.data, "data", SPLIT_PATH_KEYS)
     pt = cfg.pretrain
     if pt.dataset not in (None, *names.DATASETS):
         raise ConfigError(f"pretrain.dataset: {pt.dataset!r} is not one of null, {', '.join(names.DATASETS)}")
-    if (pt.dataset is None) != (pt.root is None):
-        raise ConfigError("pretrain.dataset and pretrain.root go together: set both (another dataset) or neither")
+    if pt.dataset is None:
+        given = [k for k in ("root", *SPLIT_PATH_KEYS[:2]) if getattr(pt, k) is not None]
+        if given:
+            raise ConfigError(f"pretrain.{given[0]} names another dataset to pretrain on: set pretrain.dataset too "
+                              "(or leave both unset to pretrain on data.*)")
+    else:
+        _check_dataset_keys(pt.dataset, pt, "pretrain", SPLIT_PATH_KEYS[:2])
+        needed = SPLIT_PATH_KEYS[:2] if pt.dataset == names.BY_PATHS else ("root",)
+        missing = [k for k in needed if getattr(pt, k) is None]
+        if missing:
+            raise ConfigError(f"pretrain.dataset={pt.dataset} needs pretrain.{missing[0]} "
+                              f"(set {', '.join('pretrain.' + k for k in needed)})")
     return cfg
+
+
+def _check_dataset_keys(dataset: str, section, prefix: str, path_keys: tuple[str, ...]) -> None:
+    """Refuse a location key that ``dataset`` would ignore: the split paths with a layout dataset (read from
+    ``root``), ``root`` with ``coco_json`` (read from the split paths). A key set and silently unread is how a
+    run ends up on another dataset than its author meant."""
+    if dataset == names.BY_PATHS:
+        if section.root is not None:
+            raise ConfigError(f"{prefix}.root is not read with {prefix}.dataset={dataset}, whose splits are "
+                              f"{', '.join(prefix + '.' + k for k in path_keys)}: set {prefix}.root=null")
+        return
+    given = [k for k in path_keys if getattr(section, k) is not None]
+    if given:
+        raise ConfigError(f"{prefix}.{given[0]} is read only with {prefix}.dataset={names.BY_PATHS}; "
+                          f"{prefix}.dataset={dataset} is read from {prefix}.root")
+
+
+def resolve_augmentation(augmentation: str, dataset: str) -> str:
+    """The augmentation preset (a name of ``names.AUGMENTATIONS``) that ``data.augmentation`` means for
+    ``dataset``: itself, or with ``auto`` the dataset's own (``names.DATASET_AUGMENTATION``)."""
+    return names.DATASET_AUGMENTATION[dataset] if augmentation == names.AUTO_AUGMENTATION else augmentation
 
 
 def load_config(recipe: str, overrides: list[str] | None = None) -> Config:

@@ -8,7 +8,8 @@ added in one place and not the other fails the suite.
 from __future__ import annotations
 
 __all__ = ["BACKBONES", "SELF_ATTENTION", "ISOLATING_SELF_ATTENTION", "ASSIGNMENTS", "SINGLE_GROUP_ASSIGNMENTS", "COCO_BACKENDS", "TASKS",
-           "DECODERS", "ANCHOR_DECODERS", "DECODER_TASKS", "INITS", "DN_SHARING", "DATASETS", "FIGURE_KINDS", "DEVICES"]
+           "DECODERS", "ANCHOR_DECODERS", "DECODER_TASKS", "INITS", "DN_SHARING", "DATASETS", "BY_PATHS", "AUGMENTATIONS", "AUTO_AUGMENTATION",
+           "DATASET_AUGMENTATION", "FIGURE_KINDS", "DEVICES"]
 
 #: ``model.backbone.name``: :data:`groupdetr.model.backbone.BACKBONES`
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "small_cnn")
@@ -36,9 +37,19 @@ INITS = ("authors", "pytorch")
 #: ``model.denoising.sharing``: one set of denoising queries per active group, or one set for all
 #: (:meth:`groupdetr.model.detector.Detector` reads it; no registry)
 DN_SHARING = ("per_group", "shared")
-#: ``data.dataset``, ``pretrain.dataset``: the layouts of :mod:`groupdetr.data.coco` and the augmentation
-#: presets of :data:`groupdetr.data.transforms.PRESETS`
-DATASETS = ("coco", "synth")
+#: ``data.dataset``, ``pretrain.dataset``: the layouts of :data:`groupdetr.data.coco.LAYOUTS` (a root holding
+#: both splits in a fixed layout), then :data:`BY_PATHS`
+DATASETS = ("coco", "synth", "coco_json")
+#: the dataset read from four paths (``data.train_images``, ``data.train_annotations``, ``data.val_images``,
+#: ``data.val_annotations``) instead of a root and a layout: any COCO-format dataset
+BY_PATHS = "coco_json"
+#: ``data.augmentation``: :data:`groupdetr.data.transforms.PRESETS`
+AUGMENTATIONS = ("detr", "synth", "none")
+#: the value of ``data.augmentation`` that takes the dataset's own, :data:`DATASET_AUGMENTATION`
+AUTO_AUGMENTATION = "auto"
+#: each dataset's augmentation under ``data.augmentation: auto``: DETR's for COCO and for a user's COCO-format
+#: dataset (scaled to ``data.image_size``), the light one the embedded benchmark was measured with
+DATASET_AUGMENTATION = {"coco": "detr", "synth": "synth", "coco_json": "detr"}
 #: the figure kinds a study may ask for (``figures:`` of ``workflows/config/studies.yaml``, validated by
 #: :mod:`groupdetr.studies`): :data:`groupdetr.reporting.figures.FIGURES`
 FIGURE_KINDS = ("ap_vs_k", "ap_vs_epoch", "per_group_ap", "instability", "variants", "comparisons")

@@ -25,6 +25,7 @@ from groupdetr.data.transforms import (
     RandomResize,
     RandomSizeCrop,
     crop,
+    paper_size,
     resized_shape,
 )
 from groupdetr.geometry import flip_yaw, project
@@ -405,7 +406,7 @@ def test_build_dataset_presets(tmp_path):
     write_dataset(tmp_path / "s", "synth", "val")
     cfg = load_config("cpu_small", [f"data.root={tmp_path / 's'}", "data.image_size=64"])
     image, t = build_dataset(cfg, "val")[0]
-    assert t["size"].tolist() == [H1, W1]  # synth eval: no resize
+    assert t["size"].tolist() == [64, 85]  # synth eval: short side data.image_size (48 x 64 -> 64 x 85)
 
     write_dataset(tmp_path / "c", "coco", "val")
     write_dataset(tmp_path / "c", "coco", "train")
@@ -416,7 +417,7 @@ def test_build_dataset_presets(tmp_path):
     for seed in range(3):
         torch.manual_seed(seed)
         _, t = train[0]
-        assert min(t["size"].tolist()) in PAPER_SCALES
+        assert min(t["size"].tolist()) in {paper_size(s, 96) for s in PAPER_SCALES}  # DETR's, x 96 / 800
 
 
 def test_collate_pads_and_masks(paths):

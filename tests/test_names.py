@@ -28,8 +28,8 @@ def _registries():
         "BACKBONES": tuple(BACKBONES), "SELF_ATTENTION": tuple(SELF_ATTENTION), "ASSIGNMENTS": tuple(ASSIGNMENTS),
         "SINGLE_GROUP_ASSIGNMENTS": tuple(k for k, a in ASSIGNMENTS.items() if a.requires_single_group),
         "COCO_BACKENDS": tuple(BACKENDS), "TASKS": tuple(TASKS), "DECODERS": tuple(DECODERS), "INITS": tuple(INITS),
-        "DATASETS": tuple(LAYOUTS), "FIGURE_KINDS": tuple(FIGURES),
-    } | {"DATASETS (augmentation presets)": tuple(PRESETS)}
+        "DATASETS": (*LAYOUTS, names.BY_PATHS), "FIGURE_KINDS": tuple(FIGURES), "AUGMENTATIONS": tuple(PRESETS),
+    } | {"DATASETS (augmentation defaults)": tuple(names.DATASET_AUGMENTATION)}
 
 
 def test_every_registry_is_keyed_by_its_names():
@@ -56,6 +56,8 @@ def test_the_config_validates_against_the_names():
     assert choices["train.eval_backend"] == names.COCO_BACKENDS and choices["model.init"] == names.INITS
     assert choices["model.self_attention"] == names.SELF_ATTENTION and choices["model.backbone.name"] == names.BACKBONES
     assert choices["model.denoising.sharing"] == names.DN_SHARING
+    assert choices["data.augmentation"] == (names.AUTO_AUGMENTATION, *names.AUGMENTATIONS)
+    assert set(names.DATASET_AUGMENTATION.values()) <= set(names.AUGMENTATIONS)
     with pytest.raises(ConfigError, match="matcher.assignment=one_to_one needs model.num_groups=1"):
         load_config("cpu_small", ["matcher.assignment=one_to_one"])
     assert load_config("cpu_small", ["matcher.assignment=one_to_one", "model.num_groups=1"]).model.num_groups == 1

@@ -63,6 +63,8 @@ def test_dry_run_of_the_default_targets(tmp_path, target):
         # every reused run trained once: K1, K11 seeds 0-2 serve three studies, seeds 3-4 two
         assert jobs["train"] == 33 + (4 + 10) + 12 + 12 and jobs["evaluate"] == 3 + 5
         assert jobs["gather"] == 4 and jobs["notebook"] == 6  # detectors.ipynb too (its study is not a default one)
+        # the measured benchmark's folder: keyed by what the images depend on, not moved by a new data.* key
+        assert "data/synth/synth-64px-2dc81e7b63" in proc.stdout
 
 
 def test_tiny_config_keeps_its_job_set(tmp_path):

@@ -1,4 +1,4 @@
-"""COCO-format detection dataset: COCO 2017 and the embedded benchmark, one class.
+"""COCO-format detection dataset: COCO 2017, the embedded benchmark, or any COCO-format dataset by paths.
 
 The format (COCO JSON with 3D extras) and the target dict are specified in
 ``docs/annotation-format.md``. Everything that can be checked cheaply is checked at construction,
@@ -11,6 +11,7 @@ to the image -- are dropped and their counts logged once (logger ``groupdetr.dat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -27,10 +28,13 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from groupdetr.config import resolve_augmentation
 from groupdetr.data.transforms import build_transforms, to_model_input
 from groupdetr.errors import DatasetError
+from groupdetr.names import BY_PATHS
 
-__all__ = ["DatasetError", "SPLITS", "LAYOUTS", "dataset_paths", "CocoDetection", "build_dataset"]
+__all__ = ["DatasetError", "SPLITS", "LAYOUTS", "dataset_paths", "split_paths", "data_split_paths", "category_ids",
+           "derived_num_classes", "resolve_num_classes", "CocoDetection", "build_dataset"]
 
 logger = logging.getLogger("groupdetr.data")
 
@@ -56,6 +60,37 @@ def dataset_paths(dataset: str, root: str | os.PathLike, split: str) -> tuple[Pa
         raise DatasetError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
     images, annotations = LAYOUTS[dataset]
     return Path(root) / images.format(split=split), Path(root) / annotations.format(split=split)
+
+
+def split_paths(dataset: str, split: str, root: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
+                annotations: str | os.PathLike | None = None, section: str = "data") -> tuple[Path, Path]:
+    """(image folder, annotation file) of ``split``, checked to exist: under ``root`` in the layout of
+    ``dataset``, or ``images`` and ``annotations`` themselves for ``coco_json``. A key not set or a path
+    not there is one line naming the key of config section ``section`` (``data`` or ``pretrain``)."""
+    if dataset != BY_PATHS:
+        if root is None:
+            raise DatasetError(f"{section}.root is not set (the {dataset} dataset root)")
+        if not Path(root).is_dir():
+            raise DatasetError(f"dataset root not found: {root} ({section}.root)")
+        return dataset_paths(dataset, root, split)
+    keys = (f"{section}.{split}_images", f"{section}.{split}_annotations")
+    for key, value in zip(keys, (images, annotations)):
+        if value is None:
+            raise DatasetError(f"{key} is not set ({section}.dataset={BY_PATHS} reads the {split} split from "
+                               f"{' and '.join(keys)})")
+    if not Path(images).is_dir():
+        raise DatasetError(f"image folder not found: {images} ({keys[0]})")
+    if not Path(annotations).is_file():
+        raise DatasetError(f"annotation file not found: {annotations} ({keys[1]})")
+    return Path(images), Path(annotations)
+
+
+def data_split_paths(data, split: str) -> tuple[Path, Path]:
+    """:func:`split_paths` of ``split`` of the dataset a ``DataConfig`` (``cfg.data``) names."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+    return split_paths(data.dataset, split, data.root, getattr(data, f"{split}_images"),
+                       getattr(data, f"{split}_annotations"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,35 +327,79 @@ class CocoDetection(torch.utils.data.Dataset):
         return torch.from_numpy(masks)
 
 
+def category_ids(ann_file: str | os.PathLike) -> list[int]:
+    """The sorted category ids of a COCO annotation file (checked as the dataset checks it: one line
+    naming the file when it is malformed, has no categories or an id that is not an integer >= 0)."""
+    ann_file = Path(ann_file)
+    data = _load_json(ann_file)
+    ids = [c.get("id") if isinstance(c, dict) else None for c in data["categories"]]
+    bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or i < 0]
+    if bad:
+        raise DatasetError(f"{ann_file}: category id {bad[0]!r} is not an integer >= 0")
+    if not ids:
+        raise DatasetError(f"{ann_file}: no categories")
+    return sorted(ids)
+
+
+def derived_num_classes(ann_file: str | os.PathLike) -> int:
+    """``model.num_classes`` for the categories of ``ann_file``: the largest id + 1, as DETR sizes its
+    classifier (category ids index the logits directly; COCO's ids go to 90, hence 91)."""
+    return category_ids(ann_file)[-1] + 1
+
+
+def resolve_num_classes(cfg):
+    """``cfg`` with ``model.num_classes: null`` replaced by :func:`derived_num_classes` of the training
+    annotations (``cfg`` itself when it is set). Training calls this before anything else, so the run's
+    ``config.yaml``, its hash and its checkpoint hold the number, and evaluation needs no dataset to know it."""
+    if cfg.model.num_classes is not None:
+        return cfg
+    _, ann_file = data_split_paths(cfg.data, "train")
+    num_classes = derived_num_classes(ann_file)
+    logger.info("model.num_classes=%d: the largest category id of %s + 1", num_classes, ann_file)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes))
+
+
 def build_dataset(cfg, split: str, return_masks: bool = False) -> CocoDetection:
-    """Dataset of ``split`` from ``cfg.data`` (dataset, root, image_size), with the transform preset
-    of ``cfg.data.dataset`` (``groupdetr.data.transforms.PRESETS``); masks are decoded when asked or
-    when ``cfg.model.task`` needs them, and a 3D task refuses a dataset without 3D annotations. Also
-    checks that every category id indexes the classifier (``max id < cfg.model.num_classes``), that the
-    split has images, and that the ``val`` split has objects: evaluation on nothing is meaningless (COCO
-    reports every AP as -1 then, or 0.0 with no images at all)."""
+    """Dataset of ``split`` from ``cfg.data`` (dataset, root or split paths, image_size), with the
+    augmentation ``cfg.data.augmentation`` (``groupdetr.data.transforms.PRESETS``; ``auto``: the dataset's
+    own); masks are decoded when asked or when ``cfg.model.task`` needs them, and a 3D task refuses a
+    dataset without 3D annotations. Also checks that every category id indexes the classifier
+    (``max id < cfg.model.num_classes``; a larger classifier than the ids need is logged as a warning),
+    that the split has images, and that the ``val`` split has objects: evaluation on nothing is
+    meaningless (COCO reports every AP as -1 then, or 0.0 with no images at all)."""
     from groupdetr.tasks import TASKS
 
     data = cfg.data
-    if data.root is None:
-        raise DatasetError(f"data.root is not set (the {data.dataset} dataset root)")
-    if not Path(data.root).is_dir():
-        raise DatasetError(f"dataset root not found: {data.root} (data.root)")
-    image_dir, ann_file = dataset_paths(data.dataset, data.root, split)
-    transforms = build_transforms(data.dataset, split, data.image_size)
+    image_dir, ann_file = data_split_paths(data, split)
+    transforms = build_transforms(resolve_augmentation(data.augmentation, data.dataset), split, data.image_size)
     task = TASKS[cfg.model.task]
     dataset = CocoDetection(image_dir, ann_file, transforms, return_masks=return_masks or task.needs_masks)
+    where = f"data.root={data.root}" if data.dataset != BY_PATHS else f"data.{split}_annotations"
     if len(dataset) == 0:
-        raise DatasetError(f"{ann_file}: the {split} split has no images (data.root={data.root})")
+        raise DatasetError(f"{ann_file}: the {split} split has no images ({where})")
     if split == "val" and dataset.num_objects == 0:
         raise DatasetError(f"{ann_file}: the val split has {len(dataset)} images but no objects to evaluate against "
                            "(crowd and degenerate boxes do not count)")
     if task.needs_3d and not dataset.has_3d:
         raise DatasetError(f"{ann_file}: model.task={task.name} needs 3D annotations (center_3d, dims_3d, yaw_3d, "
                            "intrinsics, camera_pitch), as the embedded benchmark has")
-    if dataset.category_ids and dataset.category_ids[-1] >= cfg.model.num_classes:
-        raise DatasetError(
-            f"{ann_file}: category id {dataset.category_ids[-1]} needs model.num_classes >= "
-            f"{dataset.category_ids[-1] + 1}, got {cfg.model.num_classes}"
-        )
+    _check_num_classes(dataset, cfg.model.num_classes, split)
     return dataset
+
+
+def _check_num_classes(dataset: CocoDetection, num_classes: int | None, split: str) -> None:
+    """Refuse a category id the classifier has no logit for (one line naming the file); warn of logits no
+    category of the training split can make positive."""
+    if num_classes is None:
+        raise DatasetError("model.num_classes is null: it is derived from the training annotations when training "
+                           "starts (groupdetr.data.coco.resolve_num_classes); set it to read a dataset without training")
+    if not dataset.category_ids:
+        return
+    largest = dataset.category_ids[-1]
+    if largest >= num_classes:
+        raise DatasetError(f"{dataset.ann_file}: category id {largest} needs model.num_classes >= {largest + 1}, "
+                           f"got {num_classes} (model.num_classes=null derives it)")
+    if split == "train" and num_classes > largest + 1:
+        logger.warning("%s: model.num_classes=%d but the largest category id is %d: %d logits are never a positive "
+                       "(model.num_classes=null derives %d)", dataset.ann_file, num_classes, largest,
+                       num_classes - largest - 1, largest + 1)

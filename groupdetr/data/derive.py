@@ -4,9 +4,10 @@
 optionally every category merged into one (``one_class``), optionally nothing but boxes kept
 (``box_only``: no segmentation, no 3D labels or camera fields), which is what a user's own small
 detection dataset usually is. The output uses the ``synth`` layout (``train/``, ``val/``,
-``annotations/instances_{split}.json``), so ``data.dataset=synth data.root=OUT`` reads it. Written to
-a temporary sibling folder and renamed into place; an existing output is refused unless ``force``.
-No torch here.
+``annotations/instances_{split}.json``), so it reads as a user's dataset by paths
+(:func:`derived_overrides`: ``data.dataset=coco_json`` and the four split paths) or as
+``data.dataset=synth data.root=OUT``. Written to a temporary sibling folder and renamed into place; an
+existing output is refused unless ``force``.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from groupdetr import rundir as rd
 from groupdetr.data.coco import SPLITS, DatasetError, dataset_paths
 
-__all__ = ["derive_dataset", "BOX_KEYS"]
+__all__ = ["derive_dataset", "derived_overrides", "BOX_KEYS"]
 
 #: annotation keys a box-only dataset keeps
 BOX_KEYS = ("id", "image_id", "category_id", "bbox", "area", "iscrowd")
@@ -47,6 +48,15 @@ def _rewrite(data: dict, one_class: bool, box_only: bool, name: str) -> dict:
         categories = [{k: c[k] for k in ("id", "name", "supercategory") if k in c} for c in categories]
     return {"info": {"description": f"derived: one_class={one_class}, box_only={box_only}"},
             "images": images, "annotations": anns, "categories": categories}
+
+
+def derived_overrides(out: str | Path) -> list[str]:
+    """The dotted overrides that read the derived dataset at ``out`` as a COCO-format dataset by paths."""
+    overrides = ["data.dataset=coco_json", "data.root=null"]
+    for split in SPLITS:
+        images, annotations = dataset_paths("synth", out, split)
+        overrides += [f"data.{split}_images={images}", f"data.{split}_annotations={annotations}"]
+    return overrides
 
 
 def derive_dataset(src: str | Path, out: str | Path, dataset: str = "synth", num_train: int | None = None,

@@ -32,16 +32,25 @@ pitch is a rotation about that same x axis, which the mirror leaves unchanged; s
 Randomness is drawn only from torch's global RNG, so ``torch.manual_seed`` -- and the per-worker
 seeds a DataLoader derives from its generator -- make augmentation reproducible.
 
-Presets (:data:`PRESETS`, keyed by ``data.dataset``):
+Presets (:data:`PRESETS`, keyed by ``data.augmentation``; ``auto`` takes the dataset's own,
+:data:`groupdetr.names.DATASET_AUGMENTATION`). Every preset validates at the short side ``image_size``
+(``data.image_size``), and trains around it:
 
-- ``coco``: DETR's COCO augmentation, the paper preset. Train: flip(0.5), then with probability 1/2
-  a resize of the short side to one of 480..800 (step 32, long side <= 1333), otherwise resize to
-  one of 400/500/600, a random crop of 384..600 px per side and the multi-scale resize. Val: short
-  side ``image_size`` (800 in the paper), long side <= 1333.
+- ``detr``: DETR's COCO augmentation, the paper preset, with every size in proportion to
+  ``image_size`` / 800 (:data:`PAPER_IMAGE_SIZE`, so at the paper's 800 it is DETR's exactly). Train:
+  flip(0.5), then with probability 1/2 a resize of the short side to one of 480..800 (step 32, long side
+  <= 1333), otherwise a resize to one of 400/500/600, a random crop of 384..600 px per side and the
+  multi-scale resize. Val: short side ``image_size`` (800 in the paper), long side <= 1333 (x the same
+  ratio). At ``image_size=256``: 154..256 px in training, 256 in validation, long sides <= 427.
 - ``synth``: light augmentation for the embedded benchmark, whose images are already rendered at
   ``image_size``. Train: flip(0.5) and a mild scale jitter, the short side resized to
   0.875 / 1 / 1.125 x ``image_size`` (no crop: the rendered scenes are small and objects often
-  touch the border). Val: none.
+  touch the border). Val: short side ``image_size``, which leaves a rendered benchmark untouched
+  (:class:`Resize` does nothing to an image already at its size).
+- ``none``: no augmentation; both splits resized to the short side ``image_size``.
+
+The validation resize is deterministic (:class:`Resize`, no random draw): a sample is evaluated the same
+whatever the RNG's state.
 """
 from __future__ import annotations
 
@@ -61,11 +70,13 @@ __all__ = [
     "IMAGENET_STD",
     "PAPER_SCALES",
     "PAPER_MAX_SIZE",
+    "PAPER_IMAGE_SIZE",
     "SYNTH_SCALE_JITTER",
     "PRESETS",
     "Compose",
     "RandomHorizontalFlip",
     "RandomResize",
+    "Resize",
     "RandomSizeCrop",
     "RandomSelect",
     "hflip",
@@ -73,6 +84,7 @@ __all__ = [
     "crop",
     "keep_objects",
     "resized_shape",
+    "paper_size",
     "to_model_input",
     "build_transforms",
 ]
@@ -88,6 +100,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 PAPER_SCALES = tuple(range(480, 801, 32))  # DETR's multi-scale training short sides
 PAPER_MAX_SIZE = 1333
+PAPER_IMAGE_SIZE = 800  # the validation short side DETR's sizes above go with (the default data.image_size)
 SYNTH_SCALE_JITTER = (0.875, 1.0, 1.125)
 
 
@@ -237,6 +250,22 @@ class RandomResize:
 
 
 @dataclass(frozen=True)
+class Resize:
+    """Short side resized to ``size``, long side capped at ``max_size``; no random draw. An image that
+    already has that shape is returned as it is (the very same objects), so a dataset stored at its
+    training size, like the rendered benchmark, passes untouched."""
+
+    size: int
+    max_size: int | None = None
+
+    def __call__(self, image, target) -> Sample:
+        shape = resized_shape(*image.shape[-2:], self.size, self.max_size)
+        if shape == tuple(image.shape[-2:]):
+            return image, target
+        return resize(image, target, shape)
+
+
+@dataclass(frozen=True)
 class RandomSizeCrop:
     """Crop of random height and width in [min_size, max_size] (capped by the image), at a
     random position, as DETR's ``RandomSizeCrop``."""
@@ -268,33 +297,48 @@ class RandomSelect:
 # presets
 
 
-def coco_transforms(split: str, image_size: int) -> Transform:
-    """DETR's COCO augmentation (paper preset); eval resizes the short side to ``image_size``."""
+def paper_size(pixels: int, image_size: int) -> int:
+    """One of DETR's sizes (stated for a validation short side of :data:`PAPER_IMAGE_SIZE`) at ``image_size``:
+    ``pixels * image_size / 800``, rounded; ``pixels`` itself at 800."""
+    return int(round(pixels * image_size / PAPER_IMAGE_SIZE))
+
+
+def detr_transforms(split: str, image_size: int) -> Transform:
+    """DETR's COCO augmentation (paper preset), its sizes in proportion to ``image_size`` (module docstring);
+    eval resizes the short side to ``image_size``."""
+    max_size = paper_size(PAPER_MAX_SIZE, image_size)
     if split == "train":
-        multiscale = RandomResize(PAPER_SCALES, PAPER_MAX_SIZE)
+        multiscale = RandomResize(tuple(paper_size(s, image_size) for s in PAPER_SCALES), max_size)
         return Compose([
             RandomHorizontalFlip(0.5),
             RandomSelect(
                 multiscale,
-                Compose([RandomResize((400, 500, 600)), RandomSizeCrop(384, 600), multiscale]),
+                Compose([RandomResize(tuple(paper_size(s, image_size) for s in (400, 500, 600))),
+                         RandomSizeCrop(paper_size(384, image_size), paper_size(600, image_size)), multiscale]),
             ),
         ])
-    return RandomResize((image_size,), PAPER_MAX_SIZE)
+    return Resize(image_size, max_size)
 
 
-def synth_transforms(split: str, image_size: int) -> Transform | None:
-    """Light augmentation for the embedded benchmark: flip + mild scale jitter; none for eval."""
+def synth_transforms(split: str, image_size: int) -> Transform:
+    """Light augmentation for the embedded benchmark: flip + mild scale jitter; eval at ``image_size``."""
     if split == "train":
         sizes = tuple(int(round(f * image_size)) for f in SYNTH_SCALE_JITTER)
         return Compose([RandomHorizontalFlip(0.5), RandomResize(sizes)])
-    return None
+    return Resize(image_size)
 
 
-PRESETS: dict[str, Callable[[str, int], Transform | None]] = {"coco": coco_transforms, "synth": synth_transforms}
+def plain_transforms(split: str, image_size: int) -> Transform:
+    """No augmentation: every split at the short side ``image_size``."""
+    return Resize(image_size)
 
 
-def build_transforms(preset: str, split: str, image_size: int) -> Transform | None:
-    """Pixel-space transforms of ``preset`` (a key of :data:`PRESETS`) for ``split``."""
+PRESETS: dict[str, Callable[[str, int], Transform]] = {
+    "detr": detr_transforms, "synth": synth_transforms, "none": plain_transforms}
+
+
+def build_transforms(preset: str, split: str, image_size: int) -> Transform:
+    """Pixel-space transforms of augmentation ``preset`` (a key of :data:`PRESETS`) for ``split``."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown transform preset {preset!r} (known: {', '.join(PRESETS)})")
+        raise ValueError(f"unknown augmentation preset {preset!r} (known: {', '.join(PRESETS)})")
     return PRESETS[preset](split, image_size)

@@ -44,6 +44,7 @@ import groupdetr
 from groupdetr.build import build_all, build_optimizer, loss_weights
 from groupdetr.config import Config, config_hash, dump_yaml, from_dict, to_dict
 from groupdetr.data import build_dataset, build_loader
+from groupdetr.data.coco import resolve_num_classes
 from groupdetr import rundir as rd
 from groupdetr.engine.checkpoint import load_checkpoint, save_checkpoint
 from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
@@ -244,8 +245,11 @@ def _locked(out: Path, shared: bool = False):
 
 def train(cfg: Config, out: str | Path, command: list[str] | None = None, restart: bool = False) -> dict:
     """Train ``cfg`` into run directory ``out`` (resuming, or returning a finished run's metrics), holding
-    its lock; another process writing it is a refusal (:class:`groupdetr.rundir.RunBusy`)."""
+    its lock; another process writing it is a refusal (:class:`groupdetr.rundir.RunBusy`). A
+    ``model.num_classes: null`` is derived from the training annotations first, so the run directory records
+    the number and a rerun of the same command finds its own run."""
     out = Path(out)
+    cfg = resolve_num_classes(cfg)
     _check_out(out)  # before the lock makes a folder
     if not restart:
         with _locked(out, shared=True):  # a finished run is only read: evaluations of it may go on

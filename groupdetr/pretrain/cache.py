@@ -2,8 +2,9 @@
 
 A pretraining is identified by its inputs only: the dataset's fingerprint (the bytes of the training
 annotation file and the name and byte size of every image it lists), the backbone's architecture, the
-pretext settings (``pretrain.*`` except ``cache``), the image size, the augmentation preset and
-:data:`PRETEXT_VERSION` (bumped whenever the pretext task's code changes what it computes). The same
+pretext settings (``pretrain.*`` except ``cache``), the image size, the augmentation preset (named in the
+key except for the ``synth`` layout with its own ``synth`` augmentation, whose keys predate ``data.augmentation``
+and stay valid) and :data:`PRETEXT_VERSION` (bumped whenever the pretext task's code changes what it computes). The same
 inputs never pretrain twice: ``{pretrain.cache}/{backbone}-{key}/`` holds ``weights.pth`` (the
 backbone's state dict) and ``record.json`` beside it. Light: no torch here, so reading a record or
 computing a key costs no import of the heavy stack.
@@ -12,8 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from groupdetr.config import resolve_augmentation
+from groupdetr.names import BY_PATHS
 
 __all__ = ["PRETEXT_VERSION", "WEIGHTS", "RECORD", "PretrainSpec", "pretrain_spec", "dataset_fingerprint",
            "cache_key", "entry_dir", "file_sha256", "record_path_for", "read_record"]
@@ -30,24 +34,48 @@ _ARCH_FIELDS = {"small_cnn": ("name", "channels", "depth"), "resnet": ("name", "
 class PretrainSpec:
     """Everything a pretraining depends on, resolved from a config (see :func:`pretrain_spec`)."""
 
-    dataset: str  # layout name (``groupdetr.data.coco.LAYOUTS``)
-    root: str  # dataset root; its train split is read
+    dataset: str  # name of ``names.DATASETS``: a layout (``groupdetr.data.coco.LAYOUTS``) or ``coco_json``
+    root: str | None  # dataset root of a layout; its train split is read (None for coco_json)
     image_size: int
     backbone: dict  # architecture fields of model.backbone
-    settings: dict  # pretrain.* without dataset, root, image_size, cache
+    settings: dict  # pretrain.* without dataset, root, the paths, image_size, cache
     cache: Path
+    augmentation: str  # the preset of groupdetr.data.transforms.PRESETS (data.augmentation resolved)
+    # coco_json: split -> (image folder, annotation file) as configured (None where not set), and the config
+    # section they come from (``data`` or ``pretrain``), for the one-line errors
+    paths: dict = field(default_factory=dict)
+    section: str = "data"
+
+    def split_location(self, split: str) -> dict:
+        """What :func:`groupdetr.data.coco.split_paths` needs to find ``split`` (no file is touched here)."""
+        images, annotations = self.paths.get(split, (None, None))
+        return {"dataset": self.dataset, "split": split, "root": self.root, "images": images,
+                "annotations": annotations, "section": self.section}
+
+    @property
+    def source(self) -> str:
+        """The dataset in words, for the record and the summary line: its root, or its training annotations."""
+        return self.root if self.dataset != BY_PATHS else str(self.paths["train"][1])
 
 
 def pretrain_spec(cfg) -> PretrainSpec:
-    """The :class:`PretrainSpec` of a ``Config``: the ``pretrain`` section, falling back to ``data.*``."""
+    """The :class:`PretrainSpec` of a ``Config``: the ``pretrain`` section, falling back to ``data.*``. The
+    augmentation is ``data.augmentation`` (``auto``: the pretraining dataset's own)."""
     pt, data, bb = cfg.pretrain, cfg.data, cfg.model.backbone
     fields = _ARCH_FIELDS["small_cnn" if bb.name == "small_cnn" else "resnet"]
     arch = {f: list(getattr(bb, f)) if isinstance(getattr(bb, f), tuple) else getattr(bb, f) for f in fields}
     settings = {k: getattr(pt, k) for k in ("steps", "batch_size", "lr", "weight_decay", "seed", "occupancy_weight",
                                             "center_weight", "extent_weight")}
-    root = pt.root if pt.root is not None else data.root
-    return PretrainSpec(dataset=pt.dataset or data.dataset, root=str(root), image_size=pt.image_size or data.image_size,
-                        backbone=arch, settings=settings, cache=Path(pt.cache))
+    if pt.dataset is None:
+        dataset, root, section = data.dataset, data.root, "data"
+        paths = {s: (getattr(data, f"{s}_images"), getattr(data, f"{s}_annotations")) for s in ("train", "val")}
+    else:
+        dataset, root, section = pt.dataset, pt.root, "pretrain"
+        paths = {"train": (pt.train_images, pt.train_annotations)}
+    return PretrainSpec(dataset=dataset, root=None if root is None else str(root),
+                        image_size=pt.image_size or data.image_size, backbone=arch, settings=settings,
+                        cache=Path(pt.cache), augmentation=resolve_augmentation(data.augmentation, dataset),
+                        paths=paths if dataset == BY_PATHS else {}, section=section)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -76,9 +104,14 @@ def dataset_fingerprint(image_dir: str | Path, ann_file: str | Path) -> dict:
 
 def cache_key(spec: PretrainSpec, fingerprint: str) -> str:
     """16 hex digits of sha256 over the canonical JSON of every input of the pretraining."""
-    blob = json.dumps({"version": PRETEXT_VERSION, "dataset": spec.dataset, "fingerprint": fingerprint,
-                       "image_size": spec.image_size, "backbone": spec.backbone, "settings": spec.settings},
-                      sort_keys=True, separators=(",", ":"))
+    inputs = {"version": PRETEXT_VERSION, "dataset": spec.dataset, "fingerprint": fingerprint,
+              "image_size": spec.image_size, "backbone": spec.backbone, "settings": spec.settings}
+    if (spec.dataset, spec.augmentation) != ("synth", "synth"):
+        # The keys made before the augmentation had a key of its own named the dataset alone. The embedded
+        # benchmark's are kept valid (its augmentation did not change); with any other pair the augmentation is
+        # named, which also retires the entries made with DETR's sizes unscaled at image sizes other than 800.
+        inputs["augmentation"] = spec.augmentation
+    blob = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from groupdetr.config import PRETRAIN_WEIGHTS, Config
 from groupdetr.data import build_loader
-from groupdetr.data.coco import CocoDetection, DatasetError, dataset_paths
+from groupdetr.data.coco import CocoDetection, DatasetError, split_paths
 from groupdetr.data.transforms import build_transforms
 from groupdetr import rundir as rd
 from groupdetr.engine.checkpoint import save_checkpoint
@@ -47,10 +47,8 @@ MAX_EVAL_IMAGES = 512  # held-out images scored after pretraining
 
 
 def _dataset(spec: PretrainSpec, split: str, augment: bool) -> CocoDetection:
-    if not Path(spec.root).is_dir():
-        raise DatasetError(f"pretraining dataset root not found: {spec.root} (pretrain.root or data.root)")
-    image_dir, ann_file = dataset_paths(spec.dataset, spec.root, split)
-    transforms = build_transforms(spec.dataset, "train" if augment else "val", spec.image_size)
+    image_dir, ann_file = split_paths(**spec.split_location(split))
+    transforms = build_transforms(spec.augmentation, "train" if augment else "val", spec.image_size)
     return CocoDetection(image_dir, ann_file, transforms)
 
 
@@ -176,7 +174,7 @@ def pretrain(cfg: Config, force: bool = False) -> tuple[Path, dict, bool]:
         torch.set_flush_denormal(True)
     torch.manual_seed(spec.settings["seed"])
     net = PretextNet(pretext_backbone(cfg.model.backbone), len(train_set.category_ids)).to(device)
-    log.info("pretraining %s on %s (%d images, %d px) for %d steps -> %s", spec.backbone["name"], spec.root,
+    log.info("pretraining %s on %s (%d images, %d px) for %d steps -> %s", spec.backbone["name"], spec.source,
              len(train_set), spec.image_size, spec.settings["steps"], entry)
     t0 = time.perf_counter()
     train_metrics = _train(net, spec, train_set, device, cfg.data.num_workers, cfg.train.log_every)
@@ -190,7 +188,8 @@ def pretrain(cfg: Config, force: bool = False) -> tuple[Path, dict, bool]:
     record = {
         "key": cache_key(spec, fingerprint["fingerprint"]), "pretext_version": PRETEXT_VERSION,
         "backbone": spec.backbone, "settings": spec.settings, "image_size": spec.image_size,
-        "dataset": {"name": spec.dataset, "root": spec.root, "categories": train_set.category_ids, **fingerprint},
+        "dataset": {"name": spec.dataset, "root": spec.root, "source": spec.source, "augmentation": spec.augmentation,
+                    "categories": train_set.category_ids, **fingerprint},
         "steps": spec.settings["steps"], "seed": spec.settings["seed"], "metrics": metrics,
         "seconds": round(seconds, 1), "steps_per_second": round(spec.settings["steps"] / seconds, 3),
         "device": str(device), "threads": torch.get_num_threads(),
@@ -239,7 +238,7 @@ def resolve_backbone_weights(cfg: Config, build: bool = True) -> Config:
         path, _record, _built = pretrain(cfg)
     else:
         spec = pretrain_spec(cfg)
-        image_dir, ann_file = dataset_paths(spec.dataset, spec.root, "train")
+        image_dir, ann_file = split_paths(**spec.split_location("train"))
         path = _cached(entry_dir(spec, dataset_fingerprint(image_dir, ann_file)["fingerprint"]))
         if path is None:
             raise WeightsError(f"no pretrained backbone in {spec.cache} for this config: run `groupdetr pretrain` first")
@@ -265,6 +264,6 @@ def summary_line(path: Path, record: dict, built: bool) -> str:
     m = record.get("metrics", {})
     what = f"pretrained in {record.get('seconds', math.nan):.0f} s" if built else "found in the cache"
     return (f"{record['backbone']['name']} {what} ({record['steps']} steps on {record['dataset']['num_images']} "
-            f"images of {record['dataset']['root']}): held-out cell accuracy {m.get('heldout_cell_accuracy', math.nan):.3f}, "
+            f"images of {record['dataset'].get('source', record['dataset']['root'])}): held-out cell accuracy {m.get('heldout_cell_accuracy', math.nan):.3f}, "
             f"foreground IoU {m.get('heldout_foreground_iou', math.nan):.3f}, extent L1 "
             f"{m.get('heldout_extent_l1', math.nan):.4f} -> {path}")

@@ -68,7 +68,9 @@ def data_overrides():
             fail(f"preset {config['preset']!r} trains on COCO: pass --config coco_root=/path/to/coco")
         return [f"data.root={config['coco_root']}"]
     data = to_dict(load_config(preset()["recipe"], preset()["overrides"] + config["overrides"]).data)
-    data.pop("root"), data.pop("num_workers")
+    # only what the rendered images depend on (data.augmentation and the split paths do not), so a new data.*
+    # key never moves a rendered benchmark (these three were all of data.* but root and num_workers)
+    data = {k: data[k] for k in ("dataset", "image_size", "synth")}
     key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
     return [f"data.root={config['data_root']}/{data['dataset']}-{data['image_size']}px-{key}"]
 
