@@ -1,9 +1,12 @@
 """Pictures of a run (groupdetr.visualization): the matched boxes of every group per object and their
-agreement (pure, against a naive per-group loop), and `groupdetr visualize` on a tiny trained run."""
+agreement (pure, against a naive per-group loop), `groupdetr visualize` on a tiny trained run, and the K
+study's query-augmentation figure drawn by the gather from a run's checkpoint."""
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -171,3 +174,70 @@ def test_an_out_that_is_a_file_and_a_naive_one_to_many_run_are_refused(tiny_run,
     viewer.cfg = load_config("cpu_small", ["matcher.assignment=naive_one_to_many"])
     with pytest.raises(UsageError, match="needs one matched query per group and object .* this run's is naive"):
         viewer.check_groups(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# the study figure
+
+
+def _tiny_study(tmp_path, figure: str):
+    from groupdetr.studies import load_studies
+
+    path = tmp_path / "studies.yaml"
+    path.write_text("tiny:\n  seeds: [0]\n  variants:\n    k3: {overrides: {model.num_groups: 3}}\n"
+                    f"  figures:\n    ap_vs_epoch: {{}}\n{figure}")
+    return load_studies(path)["tiny"]
+
+
+def test_gather_draws_the_query_augmentation_figure_from_the_runs_checkpoint(tiny_run, tmp_path):
+    from groupdetr.reporting import study as S
+
+    runs_root = tiny_run.parents[2]
+    study = _tiny_study(tmp_path, "    query_augmentation: {variant: k3, seed: 0, images: [2, 5], agreement_images: 4}\n")
+    out = tmp_path / "gathered"
+    paths = S.gather(study, runs_root, out)
+    assert (out / "query_augmentation.png").read_bytes()[:8] == PNG and out / "query_augmentation.png" in paths
+    assert "`query_augmentation.png`: figure query_augmentation" in (out / "README.md").read_text()
+    # what the gather drew is the figure of the library call, pixel for pixel
+    from groupdetr.reporting.figures import FIGURES, _png
+
+    runs = S.collect(study, runs_root)
+    again = FIGURES["query_augmentation"](study.figures["query_augmentation"], runs, None)
+    assert _png(again) == (out / "query_augmentation.png").read_bytes()
+    # a run that is not gathered, or whose checkpoint is gone, is a reason in the README, not a failure
+    assert FIGURES["query_augmentation"]({"variant": "k3", "seed": 7}, runs, None) == "variant k3 seed 7 not gathered"
+    moved = runs.assign(run_dir=str(tmp_path / "nowhere"))
+    assert FIGURES["query_augmentation"]({"variant": "k3"}, moved, None) == f"{tmp_path / 'nowhere' / 'checkpoint.pth'} missing"
+
+
+@pytest.mark.parametrize("figure, message", [
+    ("    query_augmentation: {seed: 0}\n", "figures.query_augmentation: needs a variant"),
+    ("    query_augmentation: {variant: k3, seed: 4}\n", "seed must be one of the study's seeds [0], got 4"),
+    ("    query_augmentation: {variant: k3, images: [a]}\n", "images must be a list of val image ids"),
+    ("    query_augmentation: {variant: k3, agreement_images: 0}\n", "agreement_images must be a count >= 1 or 'all'"),
+    ("    query_augmentation: {variant: k3, metric: bbox/AP}\n", "keys are agreement_images, images, seed, variant"),
+    ("    query_augmentation: {variant: k9}\n", "figures.query_augmentation: unknown variant 'k9'"),
+])
+def test_a_bad_query_augmentation_entry_is_one_line(tmp_path, figure, message):
+    from groupdetr.studies import StudyError
+
+    with pytest.raises(StudyError) as e:
+        _tiny_study(tmp_path, figure)
+    assert message in str(e.value)
+
+
+def test_gathering_without_a_checkpoint_figure_stays_light(tmp_path):
+    """The K study asks for the query-augmentation figure; with runs that hold no checkpoint (the fake runs of
+    the reporting tests) the gather says why it is not drawn and imports neither torch nor pycocotools."""
+    from study_fixtures import STUDIES, k_ap, make_study_runs, studies
+
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    make_study_runs(runs, studies()["ablation_K"], [0], ap_of=k_ap, variants=["K1", "K11"])
+    code = (f"import sys; from groupdetr.studies import load_studies; from groupdetr.reporting.study import gather; "
+            f"gather(load_studies({str(STUDIES)!r})['ablation_K'], {str(runs)!r}, {str(out)!r}, seeds=[0], "
+            f"variants=['K1', 'K11']); "
+            "print(','.join(m for m in ('torch', 'torchvision', 'pycocotools') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, check=True)
+    assert result.stdout.strip() == ""
+    readme = (out / "README.md").read_text()
+    assert f"figure query_augmentation not drawn: {runs / 'ablation_K' / 'K11' / 'seed0' / 'checkpoint.pth'} missing" in readme
