@@ -59,7 +59,7 @@ def _class_color(label: int) -> str:
     return f"C{int(label) % 10}"
 
 
-def _box(ax: Axes, box, color: str, lw: float, ls: str = "-", alpha: float = 1.0, zorder: int = 2) -> None:
+def _box(ax: Axes, box, color: str, lw: float, ls: str = "-", alpha: float = 1.0, zorder: float = 2) -> None:
     from matplotlib.patches import Rectangle
 
     x0, y0, x1, y1 = (float(v) for v in box)
@@ -67,9 +67,27 @@ def _box(ax: Axes, box, color: str, lw: float, ls: str = "-", alpha: float = 1.0
                            zorder=zorder))
 
 
-def _tag(ax: Axes, box, text: str, color: str) -> None:
-    ax.text(float(box[0]), float(box[1]), text, fontsize=6, color="white", va="bottom", ha="left", zorder=5,
-            bbox={"facecolor": color, "alpha": 0.8, "pad": 0.8, "lw": 0}, clip_on=True)
+TAG_POINTS = 6  # font size of the labels on boxes
+
+
+class _Tags:
+    """The labels of one panel, each above the top-left corner of its box; a label that would cover one already
+    placed (two predictions of one object) is lifted by a line until it does not."""
+
+    def __init__(self, ax: Axes, image: np.ndarray):
+        h, w = image.shape[:2]
+        points = PANEL_INCHES * 72  # a panel's side in points
+        self.ax, self.char, self.line = ax, w * 0.62 * TAG_POINTS / points, h * 1.5 * TAG_POINTS / points
+        self.placed: list[tuple[float, float, float]] = []  # (left, right, bottom) in data units
+
+    def add(self, box, text: str, color: str) -> None:
+        x, y = float(box[0]), float(box[1])
+        right = x + self.char * (len(text) + 1)
+        while any(x < r and l < right and abs(y - b) < self.line for l, r, b in self.placed):
+            y -= self.line
+        self.placed.append((x, right, y))
+        self.ax.text(x, y, text, fontsize=TAG_POINTS, color="white", va="bottom", ha="left", zorder=5,
+                     bbox={"facecolor": color, "alpha": 0.8, "pad": 0.8, "lw": 0}, clip_on=True)
 
 
 def _name(class_names: Mapping[int, str], label) -> str:
@@ -83,18 +101,19 @@ def plot_detections(image: np.ndarray, gt: Detections, pred: Detections, class_n
     fig = _figure(2 * PANEL_INCHES, PANEL_INCHES + 0.5)
     left, right = fig.subplots(1, 2)
     _show(left, image)
+    tags = _Tags(left, image)
     for box, label in zip(gt.boxes, gt.labels):
         _box(left, box, _class_color(label), 1.6)
-        _tag(left, box, _name(class_names, label), _class_color(label))
+        tags.add(box, _name(class_names, label), _class_color(label))
     left.set_title(f"ground truth ({len(gt.boxes)} objects)", fontsize=9)
     _show(right, image)
     for box in gt.boxes:
         _box(right, box, "white", 1.0, ls="--", alpha=0.7, zorder=1)
-    order = np.argsort(pred.scores)  # the most confident drawn last, on top
-    for i in order:
+    tags = _Tags(right, image)
+    for i in np.argsort(-pred.scores, kind="stable"):  # the most confident keeps its label's place
         c = _class_color(pred.labels[i])
-        _box(right, pred.boxes[i], c, 1.6)
-        _tag(right, pred.boxes[i], f"{_name(class_names, pred.labels[i])} {pred.scores[i]:.2f}", c)
+        _box(right, pred.boxes[i], c, 1.6, zorder=2 + float(pred.scores[i]))
+        tags.add(pred.boxes[i], f"{_name(class_names, pred.labels[i])} {pred.scores[i]:.2f}", c)
     right.set_title(f"{pred_title} ({len(pred.boxes)}; ground truth dashed)", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -119,6 +138,7 @@ def plot_query_augmentation(panels: Sequence[QueryPanel], class_names: Mapping[i
     axes = np.atleast_1d(fig.subplots(1, n))
     for ax, panel in zip(axes, panels):
         _show(ax, panel.image)
+        tags = _Tags(ax, panel.image)
         for m, (gt_box, label) in enumerate(zip(panel.gt.boxes, panel.gt.labels)):
             color = _object_color(m)
             boxes = panel.matched[m]
@@ -130,7 +150,7 @@ def plot_query_augmentation(panels: Sequence[QueryPanel], class_names: Mapping[i
                            zorder=4, lw=0)
             _box(ax, gt_box, "white", 2.6, zorder=2)  # a light halo under the dashed ground truth
             _box(ax, gt_box, color, 1.6, ls="--", zorder=2)
-            _tag(ax, gt_box, _name(class_names, label), color)
+            tags.add(gt_box, _name(class_names, label), color)
         ax.set_title(panel.caption, fontsize=8)
     key = "dashed: ground truth; thin: the box of each group's matched query (dot: its centre); one colour per object"
     fig.suptitle(f"{title}\n{key}" if title else key, fontsize=8)
