@@ -6,6 +6,7 @@ vector lines on top: the pixels stay honest and the labels stay legible.
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -153,6 +154,8 @@ def plot_query_augmentation(panels: Sequence[QueryPanel], class_names: Mapping[i
             tags.add(gt_box, _name(class_names, label), color)
         ax.set_title(panel.caption, fontsize=8)
     key = "dashed: ground truth; thin: the box of each group's matched query (dot: its centre); one colour per object"
-    fig.suptitle(f"{title}\n{key}" if title else key, fontsize=8)
+    lines = [*title.splitlines(), key] if title else [key]
+    width = int(55 * n * PANEL_INCHES / 3.6)  # characters of 8 pt text across the figure
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in lines), fontsize=8)
     return fig
 
