@@ -5,9 +5,9 @@ Boxes are ``[..., 4]`` tensors; ``cxcywh`` boxes are normalised to [0, 1] as in 
 from __future__ import annotations
 
 import torch
-from torchvision.ops import box_convert, generalized_box_iou
+from torchvision.ops import box_convert, box_iou, generalized_box_iou
 
-__all__ = ["cxcywh_to_xyxy", "xyxy_to_cxcywh", "generalized_box_iou", "inverse_sigmoid"]
+__all__ = ["cxcywh_to_xyxy", "xyxy_to_cxcywh", "box_iou", "generalized_box_iou", "inverse_sigmoid"]
 
 
 def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ Subcommands:
     groupdetr recipes                                 list the shipped recipes
     groupdetr train --config R [--set k=v] --out DIR  train (resumes; finished runs are kept)
     groupdetr eval RUN_OR_CKPT [--group g | --groups all] evaluate, any group alone (all: one job, one pass)
+    groupdetr visualize RUN_OR_CKPT --out DIR [...]   predictions on val images; --groups all: query augmentation
     groupdetr pretrain [--config R] [--out FILE]      box-only backbone pretraining (cached)
     groupdetr chance [--config R]                     AP of the same boxes on every image (baseline)
     groupdetr derive SRC OUT [--train N]              one-class box-only subset (a user's dataset, simulated)
@@ -134,6 +135,35 @@ def _cmd_import_checkpoint(args) -> int:
     return 0
 
 
+def _group_list(values: list[str] | None, flag: str) -> list[int] | str | None:
+    """``--groups`` as given: None, ``"all"`` or group indices (one ConfigError line otherwise)."""
+    if values is None or values == ["all"]:
+        return None if values is None else "all"
+    try:
+        return [int(g) for g in values]
+    except ValueError:
+        raise ConfigError(f"{flag} takes group indices or 'all', got {' '.join(values)}") from None
+
+
+def _cmd_visualize(args) -> int:
+    from groupdetr.visualization.run import visualize_run
+
+    over = args.agreement_images
+    if over is not None and over != "all":
+        try:
+            over = int(over)
+        except ValueError:
+            raise ConfigError(f"--agreement-images takes a count or 'all', got {over}") from None
+    result = visualize_run(args.target, args.out, images=args.images, num=args.num,
+                           score_threshold=args.score_threshold, group=args.group,
+                           groups=_group_list(args.groups, "--groups"), overrides=args.overrides, over=over)
+    if "summary" in result:
+        print(result["summary"])
+    for path in result["files"]:
+        print(path)
+    return 0
+
+
 def _cmd_paper_tables(args) -> int:
     from groupdetr.reporting.paper import load_reported, write_paper_tables
 
@@ -258,6 +288,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the result JSON here (not a folder, the checkpoint, or a file training owns: "
                         "metrics.json, log.jsonl, manifest.json, config.yaml, checkpoint.pth of a run)")
     p.set_defaults(func=_cmd_eval)
+    p = sub.add_parser("visualize", help="draw a run's predictions on val images, or the query-augmentation figure",
+                       description="Draw the checkpoint of a run directory (or a checkpoint file) on validation images "
+                                   "into --out. By default detections_<id>.png per image: the evaluated group's "
+                                   "detections (postprocessed as evaluation does, above --score-threshold) beside the "
+                                   "ground truth; every task is drawn by its 2D boxes. With --groups all (or indices): "
+                                   "all groups active in one forward, each matched to the ground truth by the run's "
+                                   "matcher, and for every object the box of each group's matched query "
+                                   "(query_augmentation_<id>.png), plus query_augmentation.json with the mean IoU of "
+                                   "the boxes matched to the same object against that of different objects "
+                                   "(printed).")
+    p.add_argument("target", help="run directory or checkpoint file")
+    p.add_argument("--out", required=True, help="folder for the pictures (created if absent)")
+    chosen = p.add_mutually_exclusive_group()
+    chosen.add_argument("--images", type=int, nargs="+", default=None, metavar="ID", help="val image ids to draw")
+    chosen.add_argument("--num", type=int, default=None, help="draw the first N val images (default 4)")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="detections scoring below are not drawn")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--group", type=int, default=None, help="group whose detections are drawn (default: "
+                                                               "the config's model.eval_group)")
+    mode.add_argument("--groups", nargs="+", default=None, metavar="G",
+                      help="query-augmentation figure of these groups: 'all' or indices")
+    p.add_argument("--agreement-images", default=None, metavar="N",
+                   help="with --groups: pool the printed agreement over the first N val images or 'all' "
+                        "(default: the drawn images)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. data.root=... (not the architecture)")
+    p.set_defaults(func=_cmd_visualize)
     p = sub.add_parser("synth", help="render the embedded benchmark (COCO format with masks and 3D labels)",
                        description="Render the embedded benchmark described by data.* of a recipe. Deterministic: "
                                    "the same settings give byte-identical files.")

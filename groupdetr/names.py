@@ -52,7 +52,7 @@ AUTO_AUGMENTATION = "auto"
 DATASET_AUGMENTATION = {"coco": "detr", "synth": "synth", "coco_json": "detr"}
 #: the figure kinds a study may ask for (``figures:`` of ``workflows/config/studies.yaml``, validated by
 #: :mod:`groupdetr.studies`): :data:`groupdetr.reporting.figures.FIGURES`
-FIGURE_KINDS = ("ap_vs_k", "ap_vs_epoch", "per_group_ap", "instability", "variants", "comparisons")
+FIGURE_KINDS = ("ap_vs_k", "ap_vs_epoch", "per_group_ap", "instability", "variants", "comparisons", "query_augmentation")
 #: ``device``: the names :func:`groupdetr.engine.distributed.resolve_device` resolves (``auto``: CUDA when
 #: present, else CPU); whether CUDA is there is checked when training or evaluation starts, not when reading
 DEVICES = ("auto", "cpu", "cuda")

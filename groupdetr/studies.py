@@ -22,6 +22,7 @@ embedded benchmark and on COCO. Format (``workflows/config/studies.yaml``)::
         ap_vs_k: {}
         ap_vs_epoch: {variants: [K1, K11], metric: bbox/AP}   # metric: optional, default bbox/AP
         comparisons: {}                   # the declared comparisons beside the paper's deltas
+        query_augmentation: {variant: K11, seed: 0, images: [2, 3], agreement_images: all}   # from its checkpoint
       metrics: [bbox/AP, segm/AP]         # columns of the gathered table (default: the six bbox APs)
       comparisons:                        # the effects the study reports, each mean(b) - mean(a) over seeds
         seg:
@@ -95,6 +96,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _METRIC = re.compile(r"^([A-Za-z0-9]+)/[A-Za-z0-9@._-]+$")
 #: keys of one figure entry: the variants it draws (``variants``, or one ``variant``) and its metric.
 _FIGURE_KEYS = {"variants", "variant", "metric"}
+#: keys of the figure kinds drawn from a run's checkpoint rather than from the long table: the run (``variant``,
+#: required; ``seed``, default the first gathered one), the val images drawn (``images``: ids) and those the
+#: printed agreement is pooled over (``agreement_images``: a count or ``all``; default the drawn ones).
+_CHECKPOINT_FIGURE_KEYS = {"query_augmentation": {"variant", "seed", "images", "agreement_images"}}
 
 
 @dataclass(frozen=True)
@@ -352,8 +357,10 @@ def _parse_study(name: str, spec: Any) -> Study:
     for fname, fspec in figures.items():
         _expect(fname in FIGURES, f"{where}: unknown figure {fname!r} (known: {', '.join(FIGURES)})")
         fspec = fspec or {}
-        _expect(isinstance(fspec, dict) and set(fspec) <= _FIGURE_KEYS,
-                f"{where}: figures.{fname}: keys are {', '.join(sorted(_FIGURE_KEYS))}")
+        keys = _CHECKPOINT_FIGURE_KEYS.get(fname, _FIGURE_KEYS)
+        _expect(isinstance(fspec, dict) and set(fspec) <= keys, f"{where}: figures.{fname}: keys are {', '.join(sorted(keys))}")
+        if fname in _CHECKPOINT_FIGURE_KEYS:
+            _check_checkpoint_figure(fspec, f"{where}: figures.{fname}", seeds)
         figures[fname] = fspec
         variants_drawn = fspec.get("variants", [])
         _expect(isinstance(variants_drawn, list), f"{where}: figures.{fname}.variants must be a list")
@@ -367,6 +374,20 @@ def _parse_study(name: str, spec: Any) -> Study:
     return Study(name=name, description=str(spec.get("description", "")), paper=spec.get("paper"),
                  seeds=tuple(seeds), variants=variants, evaluations=evaluations, figures=figures,
                  metrics=metrics, comparisons=comparisons)
+
+
+def _check_checkpoint_figure(spec: dict, where: str, seeds: list[int]) -> None:
+    """A figure drawn from one run's checkpoint names that run and the images it draws (one line otherwise)."""
+    _expect("variant" in spec, f"{where}: needs a variant (the run whose checkpoint is drawn)")
+    seed = spec.get("seed", seeds[0] if seeds else 0)
+    _expect(isinstance(seed, int) and not isinstance(seed, bool) and seed in seeds,
+            f"{where}: seed must be one of the study's seeds {seeds}, got {seed!r}")
+    images = spec.get("images", [])
+    _expect(isinstance(images, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in images),
+            f"{where}: images must be a list of val image ids")
+    over = spec.get("agreement_images")
+    _expect(over is None or over == "all" or (isinstance(over, int) and not isinstance(over, bool) and over >= 1),
+            f"{where}: agreement_images must be a count >= 1 or 'all', got {over!r}")
 
 
 def load_studies(path: str | Path, recipe: str | None = None, preset_overrides: list[str] | None = None) -> dict[str, Study]:

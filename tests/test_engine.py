@@ -148,6 +148,29 @@ def test_eval_any_group_and_refusals(synth_root, tmp_path):
     assert (victim / rd.CHECKPOINT).read_bytes() == saved
 
 
+def test_a_checkpoint_from_before_a_model_field_existed_is_evaluated(synth_root, tmp_path):
+    """A field added to the model config since a checkpoint was written (``model.deformable``,
+    ``model.denoising.contrastive`` for the study runs of 2026-11-29) takes its default and is no architecture
+    change: ``groupdetr eval`` (and ``visualize``) used to refuse such a checkpoint ("overrides change the
+    architecture ... model.deformable, model.denoising") without any override."""
+    from groupdetr.engine.checkpoint import save_checkpoint
+    from groupdetr.engine.evaluate_run import load_run_model
+
+    run = tmp_path / "run"
+    train(load_config("cpu_small", overrides(synth_root, epochs=1, train__max_iters_per_epoch=1)), run)
+    ckpt = load_checkpoint(run / rd.CHECKPOINT)
+    del ckpt["model_config"]["deformable"], ckpt["model_config"]["denoising"]["contrastive"]
+    save_checkpoint(run / rd.CHECKPOINT, ckpt)
+    _, _, cfg, model, *_ = load_run_model(run, [], 1)
+    assert cfg.model.eval_group == 1 and not model.training
+    with pytest.raises(RunError, match=r"change the architecture of the checkpoint \(model.hidden_dim\)"):
+        load_run_model(run, ["model.hidden_dim=64"], None)
+    ckpt["model_config"]["bogus"] = 1
+    save_checkpoint(run / rd.CHECKPOINT, ckpt)
+    with pytest.raises(RunError, match="its model config cannot be read .*unknown config key 'bogus'"):
+        load_run_model(run, [], None)
+
+
 @pytest.mark.parametrize("attention, one_pass", [("separate", True), ("shared", False)])
 def test_every_group_in_one_job_equals_each_group_evaluated_alone(synth_root, tmp_path, attention, one_pass):
     """`groupdetr eval RUN --group all`: one job, one forward per batch when self-attention keeps the groups

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from groupdetr.build import build_all
-from groupdetr.config import Config, apply_overrides, from_dict, to_dict
+from groupdetr.config import Config, ConfigError, ModelConfig, apply_overrides, from_dict, to_dict
 from groupdetr.config import validate as validate_config
 from groupdetr.data import build_dataset
 from groupdetr import rundir as rd
@@ -20,7 +20,7 @@ from groupdetr.errors import first_line
 from groupdetr.names import ISOLATING_SELF_ATTENTION
 from groupdetr.tasks import TASKS
 
-__all__ = ["evaluate_run", "evaluate_groups_run"]
+__all__ = ["evaluate_run", "evaluate_groups_run", "load_run_model", "reading_run"]
 
 
 def _checkpoint_path(target: Path) -> Path:
@@ -38,7 +38,7 @@ def _load(target: Path) -> tuple[Path, dict]:
         raise RunError(f"{path} cannot be loaded as a groupdetr checkpoint ({first_line(e)})") from None
 
 
-def _reading(target: Path):
+def reading_run(target: Path):
     """The shared lock of the run directory holding the evaluated checkpoint (:func:`groupdetr.rundir.run_lock`),
     held while it is read and the results written: never beside ``groupdetr train`` writing that directory,
     which is refused meanwhile. A checkpoint outside a run directory is read without it."""
@@ -48,15 +48,21 @@ def _reading(target: Path):
     return rd.run_lock(run, what="evaluation", shared=True)
 
 
-def _prepare(target: Path, overrides: list[str], group: int | None):
-    """The checkpoint's config with ``overrides`` (and ``model.eval_group``), the model loaded from it, its
-    postprocess, the task's scorers of the val set, the val loader and the device info."""
+def load_run_model(target: Path, overrides: list[str], group: int | None):
+    """The checkpoint of ``target`` (a run dir or a checkpoint file) as evaluation sees it: ``(path, ckpt, cfg,
+    model, postprocess, val, info)``, the config with ``overrides`` (and ``model.eval_group``), the model in
+    eval mode on the device with the checkpoint's weights, its postprocess, the val split and the device info.
+    Overrides that change the architecture are refused (RunError, one line)."""
     path, ckpt = _load(target)
     if "config" not in ckpt or "model" not in ckpt:
         raise RunError(f"{path} is not a groupdetr checkpoint (no config or model state)")
     extra = list(overrides) + ([f"model.eval_group={group}"] if group is not None else [])
     cfg = validate_config(from_dict(Config, apply_overrides(ckpt["config"], extra)))
-    changed = {k for k, v in to_dict(cfg.model).items() if k != "eval_group" and v != ckpt["model_config"].get(k)}
+    try:  # read with today's defaults: a field added since the checkpoint was written is no architecture change
+        saved = to_dict(from_dict(ModelConfig, ckpt["model_config"]))
+    except ConfigError as e:
+        raise RunError(f"{path}: its model config cannot be read ({e})") from None
+    changed = {k for k, v in to_dict(cfg.model).items() if k != "eval_group" and v != saved.get(k)}
     if changed:
         raise RunError(f"overrides change the architecture of the checkpoint (model.{', model.'.join(sorted(changed))})")
     info = init_distributed(cfg.device)
@@ -67,7 +73,14 @@ def _prepare(target: Path, overrides: list[str], group: int | None):
         cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=None)))
     model, _, postprocess = build_all(build_cfg, val.coco.dataset["categories"])
     model.load_state_dict(ckpt["model"])
-    model.to(info.device)
+    model.to(info.device).eval()
+    return path, ckpt, cfg, model, postprocess, val, info
+
+
+def _prepare(target: Path, overrides: list[str], group: int | None):
+    """:func:`load_run_model` with the task's scorers of the val set and the val loader: ``(path, ckpt, cfg,
+    model, postprocess, scorers, loader, info)``."""
+    path, ckpt, cfg, model, postprocess, val, info = load_run_model(target, overrides, group)
     loader = make_loader(val, cfg, info, 0, False)
     scorers = TASKS[cfg.model.task].scorers(cfg, val.coco)
     return path, ckpt, cfg, model, postprocess, scorers, loader, info
@@ -84,7 +97,7 @@ def evaluate_run(target: str | Path, group: int | None = None, overrides: list[s
     target = Path(target)
     if out is not None:  # before anything is loaded: a refused --out costs nothing
         out = rd.check_eval_out(out, _checkpoint_path(target))
-    with _reading(target):
+    with reading_run(target):
         return _evaluate_run(target, group, overrides, out)
 
 
@@ -118,7 +131,7 @@ def evaluate_groups_run(target: str | Path, groups: Sequence[int] | None = None,
     overrides = list(overrides or [])
     if out is not None:  # the index; the group files go beside it, named group{g}.json (never a run file)
         out = rd.check_eval_out(out, _checkpoint_path(target))
-    with _reading(target):
+    with reading_run(target):
         return _evaluate_groups_run(target, groups, overrides, out)
 
 

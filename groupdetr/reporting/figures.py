@@ -236,8 +236,38 @@ def _draw_comparisons(spec: dict, runs: pd.DataFrame, comparisons: pd.DataFrame 
     return plot_comparisons(comparisons, _dataset_note(runs))
 
 
+def _draw_query_augmentation(spec: dict, runs: pd.DataFrame, comparisons: pd.DataFrame | None) -> Figure | str:
+    """The query-augmentation figure of one run (:mod:`groupdetr.visualization.run`), drawn from its checkpoint:
+    the only figure kind that loads a model. Torch is imported only here, after the run's checkpoint is found."""
+    from pathlib import Path
+
+    from groupdetr.errors import DatasetError, RunError, UsageError
+    from groupdetr.rundir import CHECKPOINT
+
+    variant = spec["variant"]
+    sel = runs[runs["variant"] == variant]
+    seed = int(spec.get("seed", sel["seed"].min() if not sel.empty else 0))
+    sel = sel[sel["seed"] == seed]
+    if sel.empty:
+        return f"variant {variant} seed {seed} not gathered"
+    run = Path(str(sel["run_dir"].iloc[0]))
+    if not (run / CHECKPOINT).is_file():
+        return f"{run / CHECKPOINT} missing"
+    from groupdetr.visualization.run import query_augmentation_figure
+
+    label = _labels(runs).get(variant, variant)
+    try:
+        fig, _, _ = query_augmentation_figure(run, images=spec.get("images") or None, over=spec.get("agreement_images"),
+                                              title=f"{label}, seed {seed}: the query of every group matched to each "
+                                                    f"object ({_dataset_note(sel)})")
+    except (DatasetError, RunError, UsageError) as e:  # e.g. the run's dataset is not where its config says
+        return f"cannot draw from {run}: {e}"
+    return fig
+
+
 #: figure kind (a key of a study's ``figures:``) -> its drawing function ``(spec, runs, comparisons)``: ``spec``
-#: is the study's entry of that kind (``metric``, ``variant``, ``variants``), ``runs`` the long table,
+#: is the study's entry of that kind (``metric``, ``variant``, ``variants``; ``query_augmentation`` also ``seed``,
+#: ``images``, ``agreement_images`` and reads the run's checkpoint named by ``run_dir``), ``runs`` the long table,
 #: ``comparisons`` the study's :func:`~groupdetr.reporting.stats.comparisons_table` (None when it declares
 #: none); it returns the figure or a one-line reason why it cannot be drawn (e.g. its variant was not
 #: gathered). The keys, in order, are :data:`groupdetr.names.FIGURE_KINDS` (``tests/test_names.py`` checks it).
@@ -248,6 +278,7 @@ FIGURES: dict[str, Callable[[dict, pd.DataFrame, pd.DataFrame | None], Figure | 
     "instability": _draw_instability,
     "variants": _draw_variants,
     "comparisons": _draw_comparisons,
+    "query_augmentation": _draw_query_augmentation,
 }
 
 
