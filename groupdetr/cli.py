@@ -111,7 +111,8 @@ def _cmd_eval(args) -> int:
 
     _setup_logging()
     if args.groups is None:
-        result = evaluate_run(args.target, group=args.group, overrides=args.overrides, out=args.out)
+        result = evaluate_run(args.target, group=args.group, overrides=args.overrides, out=args.out,
+                              detections=args.detections)
     else:
         if args.groups == ["all"]:
             groups = None
@@ -120,7 +121,8 @@ def _cmd_eval(args) -> int:
                 groups = [int(g) for g in args.groups]
             except ValueError:
                 raise ConfigError(f"--groups takes group indices or 'all', got {' '.join(args.groups)}") from None
-        result = evaluate_groups_run(args.target, groups=groups, overrides=args.overrides, out=args.out)
+        result = evaluate_groups_run(args.target, groups=groups, overrides=args.overrides, out=args.out,
+                                     detections=args.detections)
     print(json.dumps(result, indent=1, sort_keys=True))
     return 0
 
@@ -243,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="write the result JSON here (not a folder, the checkpoint, or a file training owns: "
                         "metrics.json, log.jsonl, manifest.json, config.yaml, checkpoint.pth of a run)")
+    p.add_argument("--no-detections", dest="detections", action="store_false",
+                   help="do not write the detections beside each result file (default: <stem>.detections.bbox.json, "
+                        "and .segm.json / .3d.json as the task has them; COCO results that COCO.loadRes reads)")
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("synth", help="render the embedded benchmark (COCO format with masks and 3D labels)",
                        description="Render the embedded benchmark described by data.* of a recipe. Deterministic: "

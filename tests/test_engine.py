@@ -9,8 +9,10 @@ import time
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, cocoeval_file
+from groupdetr.cli import main
 from groupdetr.config import load_config
+from groupdetr.data.coco import dataset_paths
 from groupdetr import rundir as rd
 from groupdetr.engine.checkpoint import load_checkpoint
 from groupdetr.engine.evaluate_run import _prepare, evaluate_groups_run, evaluate_run
@@ -95,7 +97,8 @@ def test_finished_run_is_not_retrained_and_other_config_is_refused(synth_root, t
 def test_schema_of_run_directory(synth_root, tmp_path):
     run = tmp_path / "run"
     train(load_config("cpu_small", overrides(synth_root, epochs=2)), run)
-    assert {p.name for p in run.iterdir()} == {rd.CONFIG, rd.MANIFEST, rd.LOG, rd.METRICS, rd.CHECKPOINT, rd.CHECKSUM}
+    assert {p.name for p in run.iterdir()} == {rd.CONFIG, rd.MANIFEST, rd.LOG, rd.METRICS, rd.CHECKPOINT, rd.CHECKSUM,
+                                               "detections.bbox.json"}
     log = rd.read_jsonl(run / rd.LOG)
     assert [r["epoch"] for r in log] == [1, 2]
     for key in ("lr", "lr_backbone", "loss", "loss_ce", "loss_bbox_0", "seconds", "eval_seconds", "peak_memory_mib",
@@ -146,6 +149,70 @@ def test_eval_any_group_and_refusals(synth_root, tmp_path):
     with pytest.raises(RunError, match="checkpoint of another model"):
         train(load_config("cpu_small", overrides(synth_root, epochs=1)), victim)
     assert (victim / rd.CHECKPOINT).read_bytes() == saved
+
+
+def _rescored(synth_root, results_file) -> dict:
+    """``bbox/<stat>`` of a box results file scored by plain pycocotools against the val annotations."""
+    stats = cocoeval_file(dataset_paths("synth", synth_root, "val")[1], results_file, "bbox")
+    return {f"bbox/{k}": v for k, v in stats.items()}
+
+
+def _stats(result: dict) -> dict:
+    return {k: v for k, v in result.items() if "/" in k}
+
+
+def test_every_evaluation_writes_its_detections_for_load_res(synth_root, tmp_path, capsys):
+    """Training keeps its final evaluation's detections (those of metrics.json) and no other epoch's; every
+    `groupdetr eval` writes them beside its stats, each group's in a per-group job; all of them score with plain
+    pycocotools against the val annotations to the stats written beside them, exactly."""
+    run = tmp_path / "run"
+    metrics = train(load_config("cpu_small", overrides(synth_root, epochs=2, train__max_iters_per_epoch=2)), run)
+    assert "bbox/AP" in rd.read_jsonl(run / rd.LOG)[0]  # epoch 1 was evaluated too, and left no detections
+    assert sorted(p.name for p in run.rglob("*detections*")) == ["detections.bbox.json"]
+    assert _rescored(synth_root, run / "detections.bbox.json") == _stats(metrics)
+    # every (query, class) of the evaluated group's 7 queries and 9 classes (fewer than num_select) on each of
+    # the 8 val images (this tiny model scores ~0: the exact re-scoring of non-trivial stats is
+    # tests/test_evaluation_coco.py's)
+    assert len(json.loads((run / "detections.bbox.json").read_text())) == 8 * 7 * 9
+    single = evaluate_run(run, group=1)
+    assert _rescored(synth_root, run / "eval" / "group1.detections.bbox.json") == _stats(single)
+    both = evaluate_groups_run(run, groups=[2, 0], out=tmp_path / "sub" / "two.json")
+    for g in (2, 0):
+        assert _rescored(synth_root, tmp_path / "sub" / f"group{g}.detections.bbox.json") == both["stats"][str(g)]
+    assert main(["eval", str(run), "--groups", "1", "--out", str(tmp_path / "none" / "one.json"), "--no-detections"]) == 0
+    assert sorted(p.name for p in (tmp_path / "none").iterdir()) == ["group1.json", "one.json"]
+    capsys.readouterr()
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+@pytest.mark.parametrize("task, kinds", [("instance_segmentation", ["bbox", "segm"]), ("detection_3d", ["3d", "bbox"])])
+def test_masks_and_3d_boxes_are_written_in_their_formats(synth_root, tmp_path, task, kinds):
+    """The mask task's detections: boxes, and masks as COCO RLE (no bbox: loadRes sizes them by the mask); the
+    3D task's: boxes, and 3D boxes (groupdetr.evaluation.det3d's format) that score against the annotation file
+    with that module's readers as the training scored them."""
+    from groupdetr.evaluation.det3d import evaluate_3d, from_3d_results, ground_truth_3d, yaw_periods_from_categories
+
+    run = tmp_path / "run"
+    metrics = train(load_config("cpu_small", overrides(synth_root, epochs=1, train__max_iters_per_epoch=1,
+                                                       model__task=task)), run)
+    assert sorted(p.name for p in run.glob("detections.*")) == [f"detections.{k}.json" for k in kinds]
+    val = dataset_paths("synth", synth_root, "val")[1]
+    for kind in ("bbox", "segm"):
+        if kind in kinds:
+            assert {f"{kind}/{k}": v for k, v in cocoeval_file(val, run / f"detections.{kind}.json", kind).items()} == \
+                {k: v for k, v in metrics.items() if k.startswith(f"{kind}/")}
+    if task == "instance_segmentation":
+        masks = json.loads((run / "detections.segm.json").read_text())
+        assert "bbox" not in masks[0] and set(masks[0]["segmentation"]) == {"size", "counts"}
+    if task == "detection_3d":
+        ann = json.loads(val.read_text())
+        ids = sorted(img["id"] for img in ann["images"])
+        results = json.loads((run / "detections.3d.json").read_text())
+        again = evaluate_3d(ground_truth_3d(ann, ids), from_3d_results(results, ids),
+                            yaw_periods_from_categories(ann["categories"]))
+        expected = {k: v for k, v in metrics.items() if k.startswith("3d/")}
+        # the engine scored float32 ground truth (the model's inputs), the file holds float64
+        assert {f"3d/{k}": v for k, v in again.items() if k != "per_class"} == pytest.approx(expected, abs=1e-6, nan_ok=True)
 
 
 @pytest.mark.parametrize("attention, one_pass", [("separate", True), ("shared", False)])

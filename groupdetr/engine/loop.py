@@ -15,7 +15,8 @@ from groupdetr.engine.progress import progress
 from groupdetr.errors import NonFiniteLoss
 from groupdetr.groups import select_group
 
-__all__ = ["NonFiniteLoss", "StepResult", "non_finite", "train_step", "train_one_epoch", "evaluate", "evaluate_groups", "matching_signature", "matching_instability"]
+__all__ = ["NonFiniteLoss", "StepResult", "non_finite", "train_step", "train_one_epoch", "Evaluation", "evaluate",
+           "evaluate_groups", "matching_signature", "matching_instability"]
 
 
 def _to(targets: list[dict], device: torch.device) -> list[dict]:
@@ -203,19 +204,39 @@ def _predict(model, postprocess, loader, device, scorers, amp: bool, show: bool,
     return parts
 
 
-def _score(records: list[dict], scorers) -> dict:
-    """Evaluation stats of one set of predictions: each scorer's, over the records of every rank (every
-    rank gets the same dict)."""
+@dataclass
+class Evaluation:
+    """One evaluation: its ``stats`` (``bbox/AP`` ...) and what they were computed from, ``records``: per
+    scorer, ``{image id: record}`` of every rank's images (so any rank can write the detections)."""
+
+    stats: dict
+    records: list[dict]
+    scorers: list
+
+    def detections(self) -> dict[str, list[dict]]:
+        """The scored detections, ``{kind: results list}`` of every scorer
+        (:meth:`groupdetr.evaluation.scorers.Scorer.detections`): ``bbox`` and ``segm`` COCO results,
+        ``3d`` boxes; plain JSON values, built when asked (training writes only its final evaluation's)."""
+        out = {}
+        for scorer, kept in zip(self.scorers, self.records):
+            out.update(scorer.detections(kept))
+        return out
+
+
+def _score(records: list[dict], scorers) -> Evaluation:
+    """The evaluation of one set of predictions: each scorer's stats over the records of every rank (every
+    rank gets the same)."""
+    merged = [_merge_parts(all_gather_objects(kept)) for kept in records]
     stats = {}
-    for scorer, kept in zip(scorers, records):
-        stats.update(scorer.score(_merge_parts(all_gather_objects(kept))))
-    return stats
+    for scorer, kept in zip(scorers, merged):
+        stats.update(scorer.score(kept))
+    return Evaluation(stats, merged, list(scorers))
 
 
 def evaluate(model, postprocess, loader, device, scorers, amp: bool = False, show: bool = True,
-             log_every: int = 50) -> dict:
-    """Evaluation stats of ``model`` in eval mode (its active group) on ``loader``, gathered across
-    ranks; every rank returns the same dict.
+             log_every: int = 50) -> Evaluation:
+    """The :class:`Evaluation` of ``model`` in eval mode (its active group) on ``loader``, gathered across
+    ranks; every rank returns the same stats.
 
     ``scorers``: the task's (``TASKS[task].scorers(cfg, coco_gt)``): COCO box AP, mask AP (``segm/AP``),
     the 3D metric (``3d/NDS`` ...), as the task declares.
@@ -225,14 +246,14 @@ def evaluate(model, postprocess, loader, device, scorers, amp: bool = False, sho
 
 
 def evaluate_groups(model, postprocess, loader, device, scorers, groups, amp: bool = False, show: bool = True,
-                    log_every: int = 50) -> dict[int, dict]:
-    """The stats of :func:`evaluate` for each of ``groups`` evaluated alone, from one pass over the data:
-    one forward with all of ``groups`` active, each group scored from its own slice of the outputs.
+                    log_every: int = 50) -> dict[int, Evaluation]:
+    """The :class:`Evaluation` of :func:`evaluate` for each of ``groups`` evaluated alone, from one pass over
+    the data: one forward with all of ``groups`` active, each group scored from its own slice of the outputs.
 
     Only valid when the groups do not interact at inference (``model.self_attention`` in
     :data:`groupdetr.names.ISOLATING_SELF_ATTENTION`: cross-attention and FFN are per query, and
     self-attention stays inside each group); :func:`groupdetr.engine.evaluate_run.evaluate_groups_run`
-    checks it. Returns ``{group: stats}``.
+    checks it. Returns ``{group: Evaluation}``.
     """
     groups = tuple(int(g) for g in groups)
     parts = _predict(model, postprocess, loader, device, scorers, amp, show, log_every, groups)

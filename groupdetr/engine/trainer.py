@@ -172,8 +172,13 @@ def check_run_dir(out: Path, cfg: Config, restart: bool) -> str:
 def _clear(out: Path) -> None:
     """Remove the run's files, ``config.yaml`` last: a kill part-way leaves a directory that the same
     ``--restart`` clears again, and that nothing but ``--restart`` takes for a run to resume."""
-    for name in (rd.CHECKPOINT, rd.CHECKSUM, rd.LOG, rd.METRICS, rd.MANIFEST):
+    for name in (rd.CHECKPOINT, rd.CHECKSUM, rd.LOG, rd.METRICS):
         (out / name).unlink(missing_ok=True)
+    if out.is_dir():
+        for f in sorted(out.iterdir()):
+            if f.is_file() and rd.is_run_name(f.name):  # the final evaluation's detections.<kind>.json
+                f.unlink()
+    (out / rd.MANIFEST).unlink(missing_ok=True)
     eval_dir = out / rd.EVAL_DIR
     if eval_dir.is_dir():
         for f in eval_dir.iterdir():
@@ -325,12 +330,19 @@ def _train(cfg: Config, out: Path, command: list[str] | None, restart: bool) -> 
                   "seconds": round(seconds, 3), "matching_instability": matching_instability(matching, current) if matching else None}
         matching = current
         t1 = time.perf_counter()
+        evaluation = None
         if epoch % cfg.train.eval_every == 0 or epoch == cfg.optim.epochs:
-            stats = evaluate(model, postprocess, make_loader(val_ds, cfg, info, epoch, False), info.device, scorers,
-                             cfg.train.amp, info.is_main, cfg.train.log_every)
+            evaluation = evaluate(model, postprocess, make_loader(val_ds, cfg, info, epoch, False), info.device,
+                                  scorers, cfg.train.amp, info.is_main, cfg.train.log_every)
+            stats = evaluation.stats
             record.update(stats)
         record["eval_seconds"] = round(time.perf_counter() - t1, 3)
         record["peak_memory_mib"] = round(peak_memory_mib(info.device), 1)
+        if info.is_main and evaluation is not None and epoch == cfg.optim.epochs:
+            # Only the final evaluation's detections are kept (those of metrics.json): one set per run, ~7 MB
+            # of boxes on the benchmark's 500 validation images, where every epoch's would multiply it by the
+            # epochs. Written before the log records the epoch, so a logged final epoch has them.
+            rd.write_detections(out / rd.METRICS, evaluation.detections())
         if info.is_main:
             rd.append_jsonl(out / rd.LOG, record, keep_epochs_below=epoch)
             save_checkpoint(ckpt_path, {
