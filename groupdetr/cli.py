@@ -63,7 +63,7 @@ def _cmd_train(args) -> int:
 
     _setup_logging()
     cfg = load_config(args.config, args.overrides)
-    metrics = train(cfg, args.out, command=sys.argv, restart=args.restart)
+    metrics = train(cfg, args.out, command=sys.argv, restart=args.restart, tensorboard=args.tensorboard)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
         print(json.dumps(metrics, indent=1, sort_keys=True))
     return 0
@@ -196,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", required=True, help="run directory (a folder; created if absent)")
     p.add_argument("--restart", action="store_true", help="discard what --out holds and start over")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="do not write TensorBoard curves (default: --out/tensorboard, per-iteration losses and "
+                        "learning rates, per-epoch stats; view with tensorboard --logdir)")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("pretrain", help="pretrain the backbone on boxes (cached; used by model.backbone.weights=pretrain)",
                        description="Pretrain model.backbone on a dense box-only pretext task (per-cell class occupancy, "

@@ -101,7 +101,8 @@ def check_eval_out(out: str | Path, checkpoint: str | Path) -> Path:
         raise UsageError(f"--out {out} is a folder; name the result file, e.g. {eval_file(out, 'name')}")
     if is_run_file(out):
         raise UsageError(f"--out {out} is a file of the run directory {out.parent} (only `groupdetr train` writes "
-                         f"{', '.join(RUN_FILES)}, {DETECTIONS.format(kind='<kind>')}); write the evaluation elsewhere, e.g. {eval_file(out.parent, 'name')}")
+                         f"{', '.join(RUN_FILES)}, {DETECTIONS.format(kind='<kind>')}); write the evaluation "
+                         f"elsewhere, e.g. {eval_file(out.parent, 'name')}")
     if out.exists() and out.resolve() == Path(checkpoint).resolve():
         raise UsageError(f"--out {out} is the checkpoint being evaluated; name another file")
     return out

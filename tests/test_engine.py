@@ -98,7 +98,7 @@ def test_schema_of_run_directory(synth_root, tmp_path):
     run = tmp_path / "run"
     train(load_config("cpu_small", overrides(synth_root, epochs=2)), run)
     assert {p.name for p in run.iterdir()} == {rd.CONFIG, rd.MANIFEST, rd.LOG, rd.METRICS, rd.CHECKPOINT, rd.CHECKSUM,
-                                               "detections.bbox.json"}
+                                               "detections.bbox.json", rd.TENSORBOARD}
     log = rd.read_jsonl(run / rd.LOG)
     assert [r["epoch"] for r in log] == [1, 2]
     for key in ("lr", "lr_backbone", "loss", "loss_ce", "loss_bbox_0", "seconds", "eval_seconds", "peak_memory_mib",
@@ -273,6 +273,87 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(synth_root
     assert load_checkpoint(run / rd.CHECKPOINT)["epoch"] == 1 and not (run / rd.METRICS).exists()
 
 
+def test_board_scalars_are_the_weighted_terms_the_lrs_and_the_epoch_record():
+    from groupdetr.engine.board import epoch_scalars, global_step, step_scalars
+
+    weights = {"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+    losses = {"loss_ce": 0.5, "loss_bbox": 0.1, "loss_giou": 0.25, "loss_bbox_0": 0.2, "loss": 3.0}
+    scalars = step_scalars(losses, weights, {"lr": 1e-4, "lr_backbone": 1e-5})
+    assert scalars == {"loss/total": 3.0, "loss/loss_ce": 1.0, "loss/loss_bbox": 0.5, "loss/loss_giou": 0.5,
+                       "loss/loss_bbox_0": 1.0, "lr/lr": 1e-4, "lr/lr_backbone": 1e-5}
+    assert sum(v for k, v in scalars.items() if k.startswith("loss/loss")) == scalars["loss/total"]
+    record = {"epoch": 2, "lr": 1e-4, "lr_backbone": 1e-5, "loss": 2.5, "loss_ce": 0.5, "iterations": 4,
+              "seconds": 3.0, "eval_seconds": 1.5, "peak_memory_mib": 100.0, "matching_instability": None,
+              "bbox/AP": 0.25, "3d/AOE": float("nan")}
+    assert epoch_scalars(record) == {"epoch/loss": 2.5, "epoch/loss_ce": 0.5, "time/train_seconds": 3.0,
+                                     "time/eval_seconds": 1.5, "memory/peak_mib": 100.0, "bbox/AP": 0.25}
+    assert epoch_scalars({**record, "matching_instability": 0.125})["matching/instability"] == 0.125
+    assert [global_step(e, i, 4) for e, i in ((1, 1), (1, 4), (2, 1), (3, 4))] == [1, 4, 5, 12]
+
+
+def _curves(run, purge: bool = True) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value)]}`` of a run's TensorBoard files, read by the loader of ``tensorboard
+    --load_fast=false``; ``purge=False`` keeps what a restart marker hides."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    acc = EventAccumulator(str(run / rd.TENSORBOARD), size_guidance={"tensors": 0}, purge_orphaned_data=purge)
+    acc.Reload()
+    return {tag: [(e.step, make_ndarray(e.tensor_proto).item()) for e in acc.Tensors(tag)]
+            for tag in acc.Tags()["tensors"]}
+
+
+def test_tensorboard_curves_and_a_resumed_run_continues_them(synth_root, tmp_path, monkeypatch):
+    """Per-iteration losses and learning rates, per-epoch stats and IS, against the iteration count; a run that
+    stopped in epoch 2 (after writing that epoch's first step) and was resumed ends with the same curves as an
+    uninterrupted one, each step once (the resumed run's restart marker hides the stopped attempt's steps);
+    --no-tensorboard writes none."""
+    import groupdetr.engine.loop as loop
+
+    ovr = overrides(synth_root, epochs=2, train__max_iters_per_epoch=3)
+    straight = tmp_path / "straight"
+    train(load_config("cpu_small", ovr), straight)
+    curves = _curves(straight)
+    assert [step for step, _ in curves["loss/total"]] == [1, 2, 3, 4, 5, 6]
+    assert {"loss/loss_ce", "loss/loss_bbox_0", "lr/lr", "lr/lr_backbone", "epoch/loss", "time/eval_seconds"} <= set(curves)
+    log = rd.read_jsonl(straight / rd.LOG)
+    def at(tag):  # {step: value}; TensorBoard keeps float32
+        return {step: pytest.approx(value, rel=1e-6) for step, value in curves[tag]}
+
+    assert at("bbox/AP") == {3: log[0]["bbox/AP"], 6: log[1]["bbox/AP"]}  # the epochs' evaluations
+    assert at("bbox/AR100") == {3: log[0]["bbox/AR100"], 6: log[1]["bbox/AR100"]}
+    assert at("matching/instability") == {6: log[1]["matching_instability"]}  # from epoch 2
+    assert at("epoch/loss") == {3: log[0]["loss"], 6: log[1]["loss"]}
+    assert at("lr/lr")[1] == log[0]["lr"]
+
+    calls = {"n": 0}
+    real = loop.weight_losses
+
+    def poisoned(losses, weights):  # epoch 2, iteration 2: NaN (step 4 is written, then the run stops)
+        calls["n"] += 1
+        return real(losses, weights) * (float("nan") if calls["n"] == 5 else 1.0)
+
+    resumed = tmp_path / "resumed"
+    with monkeypatch.context() as m:
+        m.setattr(loop, "weight_losses", poisoned)
+        with pytest.raises(loop.NonFiniteLoss, match="epoch 2, iteration 2"):
+            train(load_config("cpu_small", ovr), resumed)
+    assert [step for step, _ in _curves(resumed)["loss/total"]] == [1, 2, 3, 4]
+    train(load_config("cpu_small", ovr), resumed)
+    assert len(list((resumed / rd.TENSORBOARD).iterdir())) == 2  # one event file per process
+    again = _curves(resumed)
+    assert again.keys() == curves.keys()
+    for tag in curves:
+        if not tag.startswith("time/") and tag != "memory/peak_mib":
+            assert again[tag] == curves[tag], tag  # CPU: the same values, step for step
+    raw = [step for step, _ in _curves(resumed, purge=False)["loss/total"]]
+    assert raw == [1, 2, 3, 4, 4, 5, 6]  # without the marker, the stopped attempt's step 4 shows twice
+
+    quiet = tmp_path / "quiet"
+    train(load_config("cpu_small", overrides(synth_root, epochs=1, train__max_iters_per_epoch=1)), quiet, tensorboard=False)
+    assert not (quiet / rd.TENSORBOARD).exists()
+
+
 def test_cli_errors_are_one_line(synth_root, tmp_path):
     missing = subprocess.run(cli(tmp_path / "r", overrides(tmp_path / "nowhere", epochs=1)), capture_output=True, text=True)
     assert missing.returncode == 2
@@ -292,6 +373,7 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     assert [r["epoch"] for r in log] == [1, 2] and log[0]["iterations"] == 2  # 16 images / (2 ranks x 4)
     assert json.loads((run / rd.MANIFEST).read_text())["world_size"] == 2
     assert (run / rd.METRICS).is_file()
+    assert len(list((run / rd.TENSORBOARD).iterdir())) == 1  # rank 0's events alone
 
 
 def test_progress_bar_on_terminal_and_lines_otherwise(monkeypatch, capsys, caplog):

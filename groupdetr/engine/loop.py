@@ -15,8 +15,8 @@ from groupdetr.engine.progress import progress
 from groupdetr.errors import NonFiniteLoss
 from groupdetr.groups import select_group
 
-__all__ = ["NonFiniteLoss", "StepResult", "non_finite", "train_step", "train_one_epoch", "Evaluation", "evaluate",
-           "evaluate_groups", "matching_signature", "matching_instability"]
+__all__ = ["NonFiniteLoss", "StepResult", "non_finite", "train_step", "epoch_iterations", "train_one_epoch",
+           "Evaluation", "evaluate", "evaluate_groups", "matching_signature", "matching_instability"]
 
 
 def _to(targets: list[dict], device: torch.device) -> list[dict]:
@@ -128,17 +128,26 @@ def train_step(model, criterion, loss_weights: dict, optimizer, images, pad_mask
                                                         "optim": t4 - t3, "step": t4 - t0})
 
 
+def epoch_iterations(loader, max_iters: int | None) -> int:
+    """Iterations of one training epoch over ``loader`` capped at ``max_iters`` (``train.max_iters_per_epoch``);
+    the same every epoch (the training loader drops its last incomplete batch)."""
+    return len(loader) if max_iters is None else min(len(loader), max_iters)
+
+
 def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, device, epoch: int, clip: float,
-                    max_iters: int | None, amp: bool, log_every: int, show: bool):
+                    max_iters: int | None, amp: bool, log_every: int, show: bool, on_step=None):
     """Train one epoch. Stops with :class:`NonFiniteLoss` naming the epoch and iteration when the outputs or
     the loss of a step (:func:`train_step`), or the weights at the end of the epoch, are not finite.
+
+    ``on_step(iteration, values)``, when given, is called after each step with the iteration (from 1) and
+    this rank's ``{name: value}`` of every named loss and ``loss``, the weighted total (floats, no extra sync).
 
     Returns:
         (mean of every named loss and of the weighted total over the epoch (all ranks),
          matching signatures {image_id: [G, M]} of this rank's images, iterations run).
     """
     model.train()
-    total_iters = len(loader) if max_iters is None else min(len(loader), max_iters)
+    total_iters = epoch_iterations(loader, max_iters)
     sums, matching, n = defaultdict(float), {}, 0
     batches = itertools.islice(loader, total_iters)
     for i, (images, pad_mask, targets) in enumerate(progress(batches, total_iters, f"epoch {epoch}", log_every, show), 1):
@@ -150,6 +159,8 @@ def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, dev
         for k, v in zip([*losses, "loss"], values):
             sums[k] += v
         n += 1
+        if on_step is not None:
+            on_step(i, dict(zip([*losses, "loss"], values)))
         g, nq = outputs["num_groups"], outputs["pred_logits"].shape[1] // outputs["num_groups"]
         for t, (q, j) in zip(targets, indices):
             matching[int(t["image_id"])] = matching_signature(q, j, len(t["labels"]), nq, g)

@@ -358,7 +358,8 @@ def ground_truth_3d(dataset: Mapping, image_ids: Sequence[int]) -> list[dict]:
         image_id = int(ann["image_id"])
         if image_id in per_image and _usable(ann, images[image_id]):
             per_image[image_id].append(ann)
-    return [{**_box_arrays(per_image[int(i)]), "camera_pitch": float(images[int(i)]["camera_pitch"])} for i in image_ids]
+    return [{**_box_arrays(per_image[int(i)]), "camera_pitch": float(images[int(i)]["camera_pitch"])}
+            for i in image_ids]
 
 
 class Det3DEvaluator:
