@@ -390,3 +390,54 @@ def test_progress_bar_on_terminal_and_lines_otherwise(monkeypatch, capsys, caplo
         assert list(progress(range(5), 5, "epoch 1", every=2)) == list(range(5))
     assert [r.getMessage().split(" ", 3)[:3] for r in caplog.records] == [["epoch", "1", "[2/5]"], ["epoch", "1", "[4/5]"], ["epoch", "1", "[5/5]"]]
     assert all("eta" in r.getMessage() for r in caplog.records)
+
+
+def test_run_eta_counts_the_iterations_and_evaluations_left():
+    from groupdetr.engine.progress import RunClock, evaluations_left, format_duration, run_eta
+
+    # evaluated after epochs 2, 4 and the last (5); while epoch 2 trains, those three are due
+    assert [evaluations_left(e, 5, 2) for e in range(1, 6)] == [3, 3, 2, 2, 1]
+    assert evaluations_left(1, 12, 1) == 12 and evaluations_left(3, 12, 5) == 3  # 5, 10, 12
+    # epoch 2 of 5, 4 of 10 iterations done: 6 + 3 x 10 iterations at 1 s, 3 evaluations at 30 s
+    assert run_eta(2, 4, 5, 10, 2, 1.0, 30.0) == (36 + 90, True)
+    assert run_eta(2, 4, 5, 10, 2, 1.0, None) == (36, False)  # no evaluation timed yet: a lower bound
+    assert run_eta(5, 10, 5, 10, 2, 1.0, 30.0) == (30, True)  # the last iteration: the final evaluation left
+    assert [format_duration(s) for s in (0, 59.6, 3725, 75 * 3600 + 123)] == ["0:00:00", "0:01:00", "1:02:05", "75:02:03"]
+    # the clock: seconds per iteration over everything this process trained, evaluation seconds averaged,
+    # those of a resumed run's log included
+    clock = RunClock(epochs=3, per_epoch=4, eval_every=1, evaluation_seconds=[10.0])
+    assert clock.eta(1)(2, 1.0) == (0.5 * (2 + 2 * 4) + 3 * 10.0, True)
+    clock.add_epoch(seconds=2.0, iterations=4, evaluation_seconds=20.0)
+    assert clock.eta(2)(4, 3.0) == ((2.0 + 3.0) / 8 * 4 + 2 * 15.0, True)
+    assert RunClock(3, 4, 1).eta(1)(4, 2.0) == (0.5 * 8, False)
+
+
+def test_progress_shows_the_running_loss_and_the_run_eta(monkeypatch, capsys, caplog):
+    import logging
+
+    from groupdetr.engine.progress import WINDOW, Progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    bar = Progress(range(25), 25, "epoch 2", every=10, eta=lambda done, elapsed: (3725.0 + 25 - done, True))
+    with caplog.at_level(logging.INFO, logger="groupdetr.engine"):
+        for i in bar:
+            bar.add_loss(float(i))
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" ", 3)[:3] for line in lines] == [["epoch", "2", "[10/25]"], ["epoch", "2", "[20/25]"],
+                                                           ["epoch", "2", "[25/25]"]]
+    assert lines[0].startswith("epoch 2 [10/25] loss 4.5000, ") and " it/s, " in lines[0]
+    assert lines[0].endswith(", run eta 1:02:20") and ", eta " in lines[0]
+    assert f"loss {sum(range(25 - WINDOW, 25)) / WINDOW:.4f}" in lines[2]  # the mean of the last WINDOW
+    caplog.clear()
+    unknown = Progress(range(2), 2, "epoch 1", every=1, eta=lambda done, elapsed: (60.0, False))
+    with caplog.at_level(logging.INFO, logger="groupdetr.engine"):
+        list(unknown)
+    assert caplog.records[-1].getMessage().endswith("run eta >0:01:00 (+eval)")
+    # on a terminal, the same on tqdm's bar (shown at its next refresh)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    capsys.readouterr()
+    bar = Progress(range(3), 3, "epoch 2", every=10, eta=lambda done, elapsed: (125.0, True))
+    for i in bar:
+        bar.add_loss(2.0)
+        time.sleep(0.15)  # past tqdm's minimum refresh interval
+    assert "loss 2.0000, run eta 0:02:05" in capsys.readouterr().err

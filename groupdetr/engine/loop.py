@@ -11,7 +11,7 @@ import torch
 
 from groupdetr.criterion import weight_losses
 from groupdetr.engine.distributed import all_gather_objects, all_reduce_sum
-from groupdetr.engine.progress import progress
+from groupdetr.engine.progress import Progress, progress
 from groupdetr.errors import NonFiniteLoss
 from groupdetr.groups import select_group
 
@@ -135,12 +135,14 @@ def epoch_iterations(loader, max_iters: int | None) -> int:
 
 
 def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, device, epoch: int, clip: float,
-                    max_iters: int | None, amp: bool, log_every: int, show: bool, on_step=None):
+                    max_iters: int | None, amp: bool, log_every: int, show: bool, on_step=None, eta=None):
     """Train one epoch. Stops with :class:`NonFiniteLoss` naming the epoch and iteration when the outputs or
     the loss of a step (:func:`train_step`), or the weights at the end of the epoch, are not finite.
 
     ``on_step(iteration, values)``, when given, is called after each step with the iteration (from 1) and
     this rank's ``{name: value}`` of every named loss and ``loss``, the weighted total (floats, no extra sync).
+    The progress (``show``) carries the running loss and, given ``eta`` (:meth:`groupdetr.engine.progress.RunClock.eta`),
+    the ETA of the whole run.
 
     Returns:
         (mean of every named loss and of the weighted total over the epoch (all ranks),
@@ -150,7 +152,8 @@ def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, dev
     total_iters = epoch_iterations(loader, max_iters)
     sums, matching, n = defaultdict(float), {}, 0
     batches = itertools.islice(loader, total_iters)
-    for i, (images, pad_mask, targets) in enumerate(progress(batches, total_iters, f"epoch {epoch}", log_every, show), 1):
+    bar = Progress(batches, total_iters, f"epoch {epoch}", log_every, show, eta)
+    for i, (images, pad_mask, targets) in enumerate(bar, 1):
         images, pad_mask, targets = images.to(device), pad_mask.to(device), _to(targets, device)
         step = train_step(model, criterion, loss_weights, optimizer, images, pad_mask, targets, clip, amp,
                           where=f"epoch {epoch}, iteration {i}")
@@ -159,6 +162,7 @@ def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, dev
         for k, v in zip([*losses, "loss"], values):
             sums[k] += v
         n += 1
+        bar.add_loss(values[-1])
         if on_step is not None:
             on_step(i, dict(zip([*losses, "loss"], values)))
         g, nq = outputs["num_groups"], outputs["pred_logits"].shape[1] // outputs["num_groups"]

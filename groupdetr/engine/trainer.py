@@ -51,6 +51,7 @@ from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, 
 from groupdetr.engine.board import Board, epoch_scalars, global_step, step_scalars
 from groupdetr.engine.loop import epoch_iterations, evaluate, matching_instability, train_one_epoch
 from groupdetr.engine.memory import peak_memory_mib
+from groupdetr.engine.progress import RunClock
 from groupdetr.errors import DatasetError, NonFiniteLoss, RunError, UsageError, first_line
 from groupdetr.pretrain.run import resolve_backbone_weights, weights_provenance
 from groupdetr.tasks import TASKS
@@ -316,12 +317,16 @@ def _train(cfg: Config, out: Path, command: list[str] | None, restart: bool, ten
     net = torch.nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model
     weights = loss_weights(cfg)
     # Killed after the last checkpoint but before metrics.json: the last logged stats are final.
-    stats = {k: v for k, v in (rd.read_jsonl(out / rd.LOG) or [{}])[-1].items() if "/" in k}
+    logged = rd.read_jsonl(out / rd.LOG)
+    stats = {k: v for k, v in (logged or [{}])[-1].items() if "/" in k}
     per_epoch = epoch_iterations(make_loader(train_ds, cfg, info, 1, True), cfg.train.max_iters_per_epoch)
     # TensorBoard, by the main process, from the step after the checkpoint (see Board on what becomes of the
     # steps that a killed attempt wrote past it)
     writes_board = tensorboard and info.is_main and start < cfg.optim.epochs
     board = Board(out / rd.TENSORBOARD if writes_board else None, first_step=global_step(start + 1, 1, per_epoch))
+    # the run's ETA on the progress, evaluations timed by the epochs logged before a resume included
+    clock = RunClock(cfg.optim.epochs, per_epoch, cfg.train.eval_every,
+                     [r["eval_seconds"] for r in logged if any("/" in k for k in r)])
     with board:
         for epoch in range(start + 1, cfg.optim.epochs + 1):
             seed_everything(cfg.seed, epoch, info.rank)
@@ -332,7 +337,8 @@ def _train(cfg: Config, out: Path, command: list[str] | None, restart: bool, ten
                 means, current, iters = train_one_epoch(
                     net, criterion, weights, optimizer, make_loader(train_ds, cfg, info, epoch, True), info.device,
                     epoch, cfg.optim.clip_max_norm, cfg.train.max_iters_per_epoch, cfg.train.amp, cfg.train.log_every,
-                    info.is_main, on_step=_step_logger(board, optimizer, weights, epoch, per_epoch))
+                    info.is_main, on_step=_step_logger(board, optimizer, weights, epoch, per_epoch),
+                    eta=clock.eta(epoch))
             except NonFiniteLoss as e:
                 raise NonFiniteLoss(f"{e}; {diverged_hint(out, epoch - 1)}") from None
             seconds = time.perf_counter() - t0
@@ -351,6 +357,7 @@ def _train(cfg: Config, out: Path, command: list[str] | None, restart: bool, ten
                 stats = evaluation.stats
                 record.update(stats)
             record["eval_seconds"] = round(time.perf_counter() - t1, 3)
+            clock.add_epoch(seconds, iters, record["eval_seconds"] if evaluation is not None else None)
             record["peak_memory_mib"] = round(peak_memory_mib(info.device), 1)
             if info.is_main and evaluation is not None and epoch == cfg.optim.epochs:
                 # Only the final evaluation's detections are kept (those of metrics.json): one set per run, ~7 MB
