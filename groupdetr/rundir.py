@@ -22,7 +22,8 @@ from pathlib import Path
 from groupdetr.errors import RunError, UsageError, first_line
 
 __all__ = ["CONFIG", "MANIFEST", "LOG", "METRICS", "CHECKPOINT", "CHECKSUM", "EVAL_DIR", "LOCK", "RUN_FILES", "TENSORBOARD",
-           "DETECTIONS", "run_dir", "eval_file", "detections_file", "write_detections", "is_run_name", "is_run_file", "check_eval_out", "umask", "file_mode", "dir_mode", "atomic_write_bytes",
+           "DETECTIONS", "run_dir", "eval_file", "detections_file", "write_detections", "run_detections", "is_run_name",
+           "is_run_file", "check_eval_out", "umask", "file_mode", "dir_mode", "atomic_write_bytes",
            "atomic_write_text", "atomic_write_json", "append_jsonl", "write_jsonl", "read_jsonl", "read_jsonl_records", "read_json",
            "is_temporary", "stale_temporaries", "remove_stale_temporaries", "run_entries", "RunBusy", "run_lock"]
 
@@ -77,6 +78,12 @@ def write_detections(stats: str | Path, detections: dict[str, list]) -> list[Pat
         atomic_write_text(path, json.dumps(results, separators=(",", ":")))
         files.append(path)
     return files
+
+
+def run_detections(run: str | Path) -> list[Path]:
+    """The :data:`DETECTIONS` files of training's final evaluation in run directory ``run``."""
+    run = Path(run)
+    return sorted(p for p in run.iterdir() if p.is_file() and _RUN_DETECTIONS.match(p.name)) if run.is_dir() else []
 
 
 def is_run_name(name: str) -> bool:

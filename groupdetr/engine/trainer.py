@@ -177,10 +177,8 @@ def _clear(out: Path) -> None:
     ``--restart`` clears again, and that nothing but ``--restart`` takes for a run to resume."""
     for name in (rd.CHECKPOINT, rd.CHECKSUM, rd.LOG, rd.METRICS):
         (out / name).unlink(missing_ok=True)
-    if out.is_dir():
-        for f in sorted(out.iterdir()):
-            if f.is_file() and rd.is_run_name(f.name):  # the final evaluation's detections.<kind>.json
-                f.unlink()
+    for f in rd.run_detections(out):
+        f.unlink()
     shutil.rmtree(out / rd.TENSORBOARD, ignore_errors=True)
     (out / rd.MANIFEST).unlink(missing_ok=True)
     eval_dir = out / rd.EVAL_DIR

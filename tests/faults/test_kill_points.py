@@ -128,7 +128,8 @@ def test_restart_starts_over_after_a_kill_at_any_point(finished, synth_root, tmp
     labels = [label for label, _ in states]
     first_manifest = labels.index("after manifest.json #1")
     assert labels[:3] == ["after removing checkpoint.pth", "after removing checkpoint.pth.sha256", "after removing log.jsonl"]
-    assert "after removing eval/group1.json" in labels and "after removing config.yaml" in labels
+    assert "after removing eval/group1.json" in labels and "after removing detections.bbox.json" in labels
+    assert [label for label in labels if label.startswith("after removing")][-1] == "after removing config.yaml"
     _resumes_to(other, states[:first_manifest + 1], tmp_path, lambda run: train(cfg, run, restart=True))
 
 
