@@ -65,7 +65,7 @@ def _cmd_train(args) -> int:
 
     _setup_logging()
     cfg = load_config(args.config, args.overrides)
-    metrics = train(cfg, args.out, command=sys.argv, restart=args.restart)
+    metrics = train(cfg, args.out, command=sys.argv, restart=args.restart, tensorboard=args.tensorboard)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
         print(json.dumps(metrics, indent=1, sort_keys=True))
     return 0
@@ -112,7 +112,8 @@ def _cmd_eval(args) -> int:
 
     _setup_logging()
     if args.groups is None:
-        result = evaluate_run(args.target, group=args.group, overrides=args.overrides, out=args.out)
+        result = evaluate_run(args.target, group=args.group, overrides=args.overrides, out=args.out,
+                              detections=args.detections)
     else:
         if args.groups == ["all"]:
             groups = None
@@ -121,7 +122,8 @@ def _cmd_eval(args) -> int:
                 groups = [int(g) for g in args.groups]
             except ValueError:
                 raise ConfigError(f"--groups takes group indices or 'all', got {' '.join(args.groups)}") from None
-        result = evaluate_groups_run(args.target, groups=groups, overrides=args.overrides, out=args.out)
+        result = evaluate_groups_run(args.target, groups=groups, overrides=args.overrides, out=args.out,
+                                     detections=args.detections)
     print(json.dumps(result, indent=1, sort_keys=True))
     return 0
 
@@ -236,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", required=True, help="run directory (a folder; created if absent)")
     p.add_argument("--restart", action="store_true", help="discard what --out holds and start over")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="do not write TensorBoard curves (default: --out/tensorboard, per-iteration losses and "
+                        "learning rates, per-epoch stats; view with tensorboard --logdir)")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("pretrain", help="pretrain the backbone on boxes (cached; used by model.backbone.weights=pretrain)",
                        description="Pretrain model.backbone on a dense box-only pretext task (per-cell class occupancy, "
@@ -287,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="write the result JSON here (not a folder, the checkpoint, or a file training owns: "
                         "metrics.json, log.jsonl, manifest.json, config.yaml, checkpoint.pth of a run)")
+    p.add_argument("--no-detections", dest="detections", action="store_false",
+                   help="do not write the detections beside each result file (default: <stem>.detections.bbox.json, "
+                        "and .segm.json / .3d.json as the task has them; COCO results that COCO.loadRes reads)")
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("visualize", help="draw a run's predictions on val images, or the query-augmentation figure",
                        description="Draw the checkpoint of a run directory (or a checkpoint file) on validation images "

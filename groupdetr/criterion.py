@@ -13,7 +13,7 @@ from groupdetr.denoising import denoising_losses
 from groupdetr.losses import class_and_box_losses, global_count
 from groupdetr.matcher import HungarianMatcher
 
-__all__ = ["SetCriterion", "weight_losses", "normaliser"]
+__all__ = ["SetCriterion", "loss_weight", "weight_losses", "normaliser"]
 
 
 def normaliser(targets: list[dict], num_groups: int, device: torch.device) -> torch.Tensor:
@@ -98,20 +98,30 @@ class SetCriterion:
         return self.losses_and_matching(outputs, targets)[0]
 
 
+def loss_weight(name: str, weights: dict[str, float]) -> float:
+    """The weight of loss ``name``: an auxiliary layer's ``loss_ce_3``, the denoising ``loss_ce_dn`` /
+    ``loss_ce_dn_3`` and the encoder proposals' ``loss_ce_enc`` take the weight of ``loss_ce`` (as DN-DETR,
+    DINO). KeyError when no base name of ``name`` has one.
+
+    Args:
+        weights: base loss name -> weight, e.g. ``{"loss_ce": 2, "loss_bbox": 5, "loss_giou": 2}``.
+    """
+    base = name
+    while base not in weights and "_" in base and base.rsplit("_", 1)[1] in ("dn", "enc", *map(str, range(100))):
+        base = base.rsplit("_", 1)[0]
+    if base not in weights:
+        raise KeyError(f"no weight for loss {name!r}")
+    return weights[base]
+
+
 def weight_losses(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-    """Weighted sum of named losses; an auxiliary layer's ``loss_ce_3``, the denoising ``loss_ce_dn`` /
-    ``loss_ce_dn_3`` and the encoder proposals' ``loss_ce_enc`` take the weight of ``loss_ce`` (as DN-DETR, DINO).
+    """Weighted sum of named losses, each weighted by :func:`loss_weight`.
 
     Args:
         weights: base loss name -> weight, e.g. ``{"loss_ce": 2, "loss_bbox": 5, "loss_giou": 2}``.
     """
     total = None
     for name, value in losses.items():
-        base = name
-        while base not in weights and "_" in base and base.rsplit("_", 1)[1] in ("dn", "enc", *map(str, range(100))):
-            base = base.rsplit("_", 1)[0]
-        if base not in weights:
-            raise KeyError(f"no weight for loss {name!r}")
-        term = weights[base] * value
+        term = loss_weight(name, weights) * value
         total = term if total is None else total + term
     return total

@@ -1,6 +1,9 @@
 """Shared fixtures: a tiny model config and random DETR-convention targets."""
 from __future__ import annotations
 
+import contextlib
+import io
+
 import pytest
 import torch
 
@@ -72,3 +75,20 @@ def pad_mask():
     m[1, 40:, :] = True
     m[1, :, 30:] = True
     return m
+
+
+def cocoeval_file(gt_file, results_file, iou_type: str) -> dict:
+    """The 12 stats (``AP`` ... ``ARl``) of a results file scored as a user would: plain pycocotools on the two
+    files (``COCO.loadRes``, ``COCOeval``), nothing of ours."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from groupdetr.evaluation.coco import STAT_NAMES
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(gt_file))
+        ev = COCOeval(coco, coco.loadRes(str(results_file)), iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return dict(zip(STAT_NAMES, ev.stats.tolist()))

@@ -6,7 +6,7 @@ import torch.multiprocessing as mp
 from torchvision.ops import box_convert, generalized_box_iou
 
 from conftest import random_targets
-from groupdetr.criterion import SetCriterion, normaliser, weight_losses
+from groupdetr.criterion import SetCriterion, loss_weight, normaliser, weight_losses
 from groupdetr.matcher import HungarianMatcher, MatchCosts
 
 
@@ -71,6 +71,8 @@ def test_aux_layers_get_their_own_keys_and_weights_apply():
     torch.testing.assert_close(weight_losses(losses, w), expected)
     with pytest.raises(KeyError):
         weight_losses({"loss_mask": torch.tensor(1.0)}, w)
+    # the per-name weights (TensorBoard's weighted terms) are those of the sum
+    assert [loss_weight(k, w) for k in ("loss_ce_1", "loss_bbox", "loss_giou_dn", "loss_ce_dn_0", "loss_bbox_enc")] == [2.0, 5.0, 2.0, 2.0, 5.0]
 
 
 def _ddp_worker(rank, world, init_file, sizes, out_dir):

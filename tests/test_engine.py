@@ -9,8 +9,10 @@ import time
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, cocoeval_file
+from groupdetr.cli import main
 from groupdetr.config import load_config
+from groupdetr.data.coco import dataset_paths
 from groupdetr import rundir as rd
 from groupdetr.engine.checkpoint import load_checkpoint
 from groupdetr.engine.evaluate_run import _prepare, evaluate_groups_run, evaluate_run
@@ -95,7 +97,8 @@ def test_finished_run_is_not_retrained_and_other_config_is_refused(synth_root, t
 def test_schema_of_run_directory(synth_root, tmp_path):
     run = tmp_path / "run"
     train(load_config("cpu_small", overrides(synth_root, epochs=2)), run)
-    assert {p.name for p in run.iterdir()} == {rd.CONFIG, rd.MANIFEST, rd.LOG, rd.METRICS, rd.CHECKPOINT, rd.CHECKSUM}
+    assert {p.name for p in run.iterdir()} == {rd.CONFIG, rd.MANIFEST, rd.LOG, rd.METRICS, rd.CHECKPOINT, rd.CHECKSUM,
+                                               "detections.bbox.json", rd.TENSORBOARD}
     log = rd.read_jsonl(run / rd.LOG)
     assert [r["epoch"] for r in log] == [1, 2]
     for key in ("lr", "lr_backbone", "loss", "loss_ce", "loss_bbox_0", "seconds", "eval_seconds", "peak_memory_mib",
@@ -171,6 +174,70 @@ def test_a_checkpoint_from_before_a_model_field_existed_is_evaluated(synth_root,
         load_run_model(run, [], None)
 
 
+def _rescored(synth_root, results_file) -> dict:
+    """``bbox/<stat>`` of a box results file scored by plain pycocotools against the val annotations."""
+    stats = cocoeval_file(dataset_paths("synth", synth_root, "val")[1], results_file, "bbox")
+    return {f"bbox/{k}": v for k, v in stats.items()}
+
+
+def _stats(result: dict) -> dict:
+    return {k: v for k, v in result.items() if "/" in k}
+
+
+def test_every_evaluation_writes_its_detections_for_load_res(synth_root, tmp_path, capsys):
+    """Training keeps its final evaluation's detections (those of metrics.json) and no other epoch's; every
+    `groupdetr eval` writes them beside its stats, each group's in a per-group job; all of them score with plain
+    pycocotools against the val annotations to the stats written beside them, exactly."""
+    run = tmp_path / "run"
+    metrics = train(load_config("cpu_small", overrides(synth_root, epochs=2, train__max_iters_per_epoch=2)), run)
+    assert "bbox/AP" in rd.read_jsonl(run / rd.LOG)[0]  # epoch 1 was evaluated too, and left no detections
+    assert sorted(p.name for p in run.rglob("*detections*")) == ["detections.bbox.json"]
+    assert _rescored(synth_root, run / "detections.bbox.json") == _stats(metrics)
+    # every (query, class) of the evaluated group's 7 queries and 9 classes (fewer than num_select) on each of
+    # the 8 val images (this tiny model scores ~0: the exact re-scoring of non-trivial stats is
+    # tests/test_evaluation_coco.py's)
+    assert len(json.loads((run / "detections.bbox.json").read_text())) == 8 * 7 * 9
+    single = evaluate_run(run, group=1)
+    assert _rescored(synth_root, run / "eval" / "group1.detections.bbox.json") == _stats(single)
+    both = evaluate_groups_run(run, groups=[2, 0], out=tmp_path / "sub" / "two.json")
+    for g in (2, 0):
+        assert _rescored(synth_root, tmp_path / "sub" / f"group{g}.detections.bbox.json") == both["stats"][str(g)]
+    assert main(["eval", str(run), "--groups", "1", "--out", str(tmp_path / "none" / "one.json"), "--no-detections"]) == 0
+    assert sorted(p.name for p in (tmp_path / "none").iterdir()) == ["group1.json", "one.json"]
+    capsys.readouterr()
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+@pytest.mark.parametrize("task, kinds", [("instance_segmentation", ["bbox", "segm"]), ("detection_3d", ["3d", "bbox"])])
+def test_masks_and_3d_boxes_are_written_in_their_formats(synth_root, tmp_path, task, kinds):
+    """The mask task's detections: boxes, and masks as COCO RLE (no bbox: loadRes sizes them by the mask); the
+    3D task's: boxes, and 3D boxes (groupdetr.evaluation.det3d's format) that score against the annotation file
+    with that module's readers as the training scored them."""
+    from groupdetr.evaluation.det3d import evaluate_3d, from_3d_results, ground_truth_3d, yaw_periods_from_categories
+
+    run = tmp_path / "run"
+    metrics = train(load_config("cpu_small", overrides(synth_root, epochs=1, train__max_iters_per_epoch=1,
+                                                       model__task=task)), run)
+    assert sorted(p.name for p in run.glob("detections.*")) == [f"detections.{k}.json" for k in kinds]
+    val = dataset_paths("synth", synth_root, "val")[1]
+    for kind in ("bbox", "segm"):
+        if kind in kinds:
+            assert {f"{kind}/{k}": v for k, v in cocoeval_file(val, run / f"detections.{kind}.json", kind).items()} == \
+                {k: v for k, v in metrics.items() if k.startswith(f"{kind}/")}
+    if task == "instance_segmentation":
+        masks = json.loads((run / "detections.segm.json").read_text())
+        assert "bbox" not in masks[0] and set(masks[0]["segmentation"]) == {"size", "counts"}
+    if task == "detection_3d":
+        ann = json.loads(val.read_text())
+        ids = sorted(img["id"] for img in ann["images"])
+        results = json.loads((run / "detections.3d.json").read_text())
+        again = evaluate_3d(ground_truth_3d(ann, ids), from_3d_results(results, ids),
+                            yaw_periods_from_categories(ann["categories"]))
+        expected = {k: v for k, v in metrics.items() if k.startswith("3d/")}
+        # the engine scored float32 ground truth (the model's inputs), the file holds float64
+        assert {f"3d/{k}": v for k, v in again.items() if k != "per_class"} == pytest.approx(expected, abs=1e-6, nan_ok=True)
+
+
 @pytest.mark.parametrize("attention, one_pass", [("separate", True), ("shared", False)])
 def test_every_group_in_one_job_equals_each_group_evaluated_alone(synth_root, tmp_path, attention, one_pass):
     """`groupdetr eval RUN --group all`: one job, one forward per batch when self-attention keeps the groups
@@ -229,6 +296,87 @@ def test_nan_loss_stops_with_iteration_and_keeps_last_good_checkpoint(synth_root
     assert load_checkpoint(run / rd.CHECKPOINT)["epoch"] == 1 and not (run / rd.METRICS).exists()
 
 
+def test_board_scalars_are_the_weighted_terms_the_lrs_and_the_epoch_record():
+    from groupdetr.engine.board import epoch_scalars, global_step, step_scalars
+
+    weights = {"loss_ce": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+    losses = {"loss_ce": 0.5, "loss_bbox": 0.1, "loss_giou": 0.25, "loss_bbox_0": 0.2, "loss": 3.0}
+    scalars = step_scalars(losses, weights, {"lr": 1e-4, "lr_backbone": 1e-5})
+    assert scalars == {"loss/total": 3.0, "loss/loss_ce": 1.0, "loss/loss_bbox": 0.5, "loss/loss_giou": 0.5,
+                       "loss/loss_bbox_0": 1.0, "lr/lr": 1e-4, "lr/lr_backbone": 1e-5}
+    assert sum(v for k, v in scalars.items() if k.startswith("loss/loss")) == scalars["loss/total"]
+    record = {"epoch": 2, "lr": 1e-4, "lr_backbone": 1e-5, "loss": 2.5, "loss_ce": 0.5, "iterations": 4,
+              "seconds": 3.0, "eval_seconds": 1.5, "peak_memory_mib": 100.0, "matching_instability": None,
+              "bbox/AP": 0.25, "3d/AOE": float("nan")}
+    assert epoch_scalars(record) == {"epoch/loss": 2.5, "epoch/loss_ce": 0.5, "time/train_seconds": 3.0,
+                                     "time/eval_seconds": 1.5, "memory/peak_mib": 100.0, "bbox/AP": 0.25}
+    assert epoch_scalars({**record, "matching_instability": 0.125})["matching/instability"] == 0.125
+    assert [global_step(e, i, 4) for e, i in ((1, 1), (1, 4), (2, 1), (3, 4))] == [1, 4, 5, 12]
+
+
+def _curves(run, purge: bool = True) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value)]}`` of a run's TensorBoard files, read by the loader of ``tensorboard
+    --load_fast=false``; ``purge=False`` keeps what a restart marker hides."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    acc = EventAccumulator(str(run / rd.TENSORBOARD), size_guidance={"tensors": 0}, purge_orphaned_data=purge)
+    acc.Reload()
+    return {tag: [(e.step, make_ndarray(e.tensor_proto).item()) for e in acc.Tensors(tag)]
+            for tag in acc.Tags()["tensors"]}
+
+
+def test_tensorboard_curves_and_a_resumed_run_continues_them(synth_root, tmp_path, monkeypatch):
+    """Per-iteration losses and learning rates, per-epoch stats and IS, against the iteration count; a run that
+    stopped in epoch 2 (after writing that epoch's first step) and was resumed ends with the same curves as an
+    uninterrupted one, each step once (the resumed run's restart marker hides the stopped attempt's steps);
+    --no-tensorboard writes none."""
+    import groupdetr.engine.loop as loop
+
+    ovr = overrides(synth_root, epochs=2, train__max_iters_per_epoch=3)
+    straight = tmp_path / "straight"
+    train(load_config("cpu_small", ovr), straight)
+    curves = _curves(straight)
+    assert [step for step, _ in curves["loss/total"]] == [1, 2, 3, 4, 5, 6]
+    assert {"loss/loss_ce", "loss/loss_bbox_0", "lr/lr", "lr/lr_backbone", "epoch/loss", "time/eval_seconds"} <= set(curves)
+    log = rd.read_jsonl(straight / rd.LOG)
+    def at(tag):  # {step: value}; TensorBoard keeps float32
+        return {step: pytest.approx(value, rel=1e-6) for step, value in curves[tag]}
+
+    assert at("bbox/AP") == {3: log[0]["bbox/AP"], 6: log[1]["bbox/AP"]}  # the epochs' evaluations
+    assert at("bbox/AR100") == {3: log[0]["bbox/AR100"], 6: log[1]["bbox/AR100"]}
+    assert at("matching/instability") == {6: log[1]["matching_instability"]}  # from epoch 2
+    assert at("epoch/loss") == {3: log[0]["loss"], 6: log[1]["loss"]}
+    assert at("lr/lr")[1] == log[0]["lr"]
+
+    calls = {"n": 0}
+    real = loop.weight_losses
+
+    def poisoned(losses, weights):  # epoch 2, iteration 2: NaN (step 4 is written, then the run stops)
+        calls["n"] += 1
+        return real(losses, weights) * (float("nan") if calls["n"] == 5 else 1.0)
+
+    resumed = tmp_path / "resumed"
+    with monkeypatch.context() as m:
+        m.setattr(loop, "weight_losses", poisoned)
+        with pytest.raises(loop.NonFiniteLoss, match="epoch 2, iteration 2"):
+            train(load_config("cpu_small", ovr), resumed)
+    assert [step for step, _ in _curves(resumed)["loss/total"]] == [1, 2, 3, 4]
+    train(load_config("cpu_small", ovr), resumed)
+    assert len(list((resumed / rd.TENSORBOARD).iterdir())) == 2  # one event file per process
+    again = _curves(resumed)
+    assert again.keys() == curves.keys()
+    for tag in curves:
+        if not tag.startswith("time/") and tag != "memory/peak_mib":
+            assert again[tag] == curves[tag], tag  # CPU: the same values, step for step
+    raw = [step for step, _ in _curves(resumed, purge=False)["loss/total"]]
+    assert raw == [1, 2, 3, 4, 4, 5, 6]  # without the marker, the stopped attempt's step 4 shows twice
+
+    quiet = tmp_path / "quiet"
+    train(load_config("cpu_small", overrides(synth_root, epochs=1, train__max_iters_per_epoch=1)), quiet, tensorboard=False)
+    assert not (quiet / rd.TENSORBOARD).exists()
+
+
 def test_cli_errors_are_one_line(synth_root, tmp_path):
     missing = subprocess.run(cli(tmp_path / "r", overrides(tmp_path / "nowhere", epochs=1)), capture_output=True, text=True)
     assert missing.returncode == 2
@@ -248,6 +396,7 @@ def test_torchrun_two_cpu_processes(synth_root, tmp_path):
     assert [r["epoch"] for r in log] == [1, 2] and log[0]["iterations"] == 2  # 16 images / (2 ranks x 4)
     assert json.loads((run / rd.MANIFEST).read_text())["world_size"] == 2
     assert (run / rd.METRICS).is_file()
+    assert len(list((run / rd.TENSORBOARD).iterdir())) == 1  # rank 0's events alone
 
 
 def test_progress_bar_on_terminal_and_lines_otherwise(monkeypatch, capsys, caplog):
@@ -264,3 +413,54 @@ def test_progress_bar_on_terminal_and_lines_otherwise(monkeypatch, capsys, caplo
         assert list(progress(range(5), 5, "epoch 1", every=2)) == list(range(5))
     assert [r.getMessage().split(" ", 3)[:3] for r in caplog.records] == [["epoch", "1", "[2/5]"], ["epoch", "1", "[4/5]"], ["epoch", "1", "[5/5]"]]
     assert all("eta" in r.getMessage() for r in caplog.records)
+
+
+def test_run_eta_counts_the_iterations_and_evaluations_left():
+    from groupdetr.engine.progress import RunClock, evaluations_left, format_duration, run_eta
+
+    # evaluated after epochs 2, 4 and the last (5); while epoch 2 trains, those three are due
+    assert [evaluations_left(e, 5, 2) for e in range(1, 6)] == [3, 3, 2, 2, 1]
+    assert evaluations_left(1, 12, 1) == 12 and evaluations_left(3, 12, 5) == 3  # 5, 10, 12
+    # epoch 2 of 5, 4 of 10 iterations done: 6 + 3 x 10 iterations at 1 s, 3 evaluations at 30 s
+    assert run_eta(2, 4, 5, 10, 2, 1.0, 30.0) == (36 + 90, True)
+    assert run_eta(2, 4, 5, 10, 2, 1.0, None) == (36, False)  # no evaluation timed yet: a lower bound
+    assert run_eta(5, 10, 5, 10, 2, 1.0, 30.0) == (30, True)  # the last iteration: the final evaluation left
+    assert [format_duration(s) for s in (0, 59.6, 3725, 75 * 3600 + 123)] == ["0:00:00", "0:01:00", "1:02:05", "75:02:03"]
+    # the clock: seconds per iteration over everything this process trained, evaluation seconds averaged,
+    # those of a resumed run's log included
+    clock = RunClock(epochs=3, per_epoch=4, eval_every=1, evaluation_seconds=[10.0])
+    assert clock.eta(1)(2, 1.0) == (0.5 * (2 + 2 * 4) + 3 * 10.0, True)
+    clock.add_epoch(seconds=2.0, iterations=4, evaluation_seconds=20.0)
+    assert clock.eta(2)(4, 3.0) == ((2.0 + 3.0) / 8 * 4 + 2 * 15.0, True)
+    assert RunClock(3, 4, 1).eta(1)(4, 2.0) == (0.5 * 8, False)
+
+
+def test_progress_shows_the_running_loss_and_the_run_eta(monkeypatch, capsys, caplog):
+    import logging
+
+    from groupdetr.engine.progress import WINDOW, Progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    bar = Progress(range(25), 25, "epoch 2", every=10, eta=lambda done, elapsed: (3725.0 + 25 - done, True))
+    with caplog.at_level(logging.INFO, logger="groupdetr.engine"):
+        for i in bar:
+            bar.add_loss(float(i))
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" ", 3)[:3] for line in lines] == [["epoch", "2", "[10/25]"], ["epoch", "2", "[20/25]"],
+                                                           ["epoch", "2", "[25/25]"]]
+    assert lines[0].startswith("epoch 2 [10/25] loss 4.5000, ") and " it/s, " in lines[0]
+    assert lines[0].endswith(", run eta 1:02:20") and ", eta " in lines[0]
+    assert f"loss {sum(range(25 - WINDOW, 25)) / WINDOW:.4f}" in lines[2]  # the mean of the last WINDOW
+    caplog.clear()
+    unknown = Progress(range(2), 2, "epoch 1", every=1, eta=lambda done, elapsed: (60.0, False))
+    with caplog.at_level(logging.INFO, logger="groupdetr.engine"):
+        list(unknown)
+    assert caplog.records[-1].getMessage().endswith("run eta >0:01:00 (+eval)")
+    # on a terminal, the same on tqdm's bar (shown at its next refresh)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    capsys.readouterr()
+    bar = Progress(range(3), 3, "epoch 2", every=10, eta=lambda done, elapsed: (125.0, True))
+    for i in bar:
+        bar.add_loss(2.0)
+        time.sleep(0.15)  # past tqdm's minimum refresh interval
+    assert "loss 2.0000, run eta 0:02:05" in capsys.readouterr().err

@@ -1,19 +1,23 @@
 """nuScenes-style 3D metric: exact values on hand-built scenes."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from groupdetr import rundir as rd
 from groupdetr.evaluation.det3d import (
     Det3DEvaluator,
     calc_ap,
     evaluate_3d,
+    from_3d_results,
     greedy_match,
     yaw_periods_from_categories,
 )
+from groupdetr.evaluation.scorers import Det3DScorer
 from groupdetr.geometry import ground_to_camera
 
 BOX, CYL, OTHER = 1, 2, 3  # a yaw-periodic box class, a rotation-symmetric class, another box class
@@ -252,6 +256,33 @@ def test_evaluator_accumulates_tensors_like_evaluate_3d():
     expected = evaluate(SCENE, pred)
     assert ev.summarize() == expected
     assert 0 < expected["mAP"] < 1  # a mixed case, not a trivial one
+
+
+def test_a_written_results_file_scores_the_same_as_the_evaluation(tmp_path):
+    """The 3D detections an evaluation writes (``*.detections.3d.json``) hold everything its stats came from:
+    read back with ``from_3d_results`` and scored against the same ground truth, they give the same stats,
+    exactly; the float32 values of the model (as here) survive JSON bit for bit."""
+    pred = [[obj(BOX, (0.3, 1, 10), score=0.9), obj(CYL, (3, 1, 14.5), yaw=0.0, score=0.6), obj(BOX, (9, 1, 9), score=0.7)],
+            [obj(BOX, (2.0, 1, 9.0), score=0.8), obj(OTHER, (0, 1, 8.5), score=0.95)], []]
+    scenes = [*SCENE, [obj(BOX, (1.0, 1.0, 12.0))]]  # an image without any detection
+    scorer = Det3DScorer(PERIODS)
+    records = {}
+    for image_id, g, p in zip((30, 10, 20), scenes, pred):
+        target = {k: (torch.as_tensor(v) if k != "camera_pitch" else v) for k, v in image(g).items()}
+        result = {k: torch.as_tensor(v, dtype=torch.float32 if k != "labels" else torch.int64)
+                  for k, v in image(p, with_scores=True).items()}
+        records[image_id] = scorer.record(target, result)
+    stats = scorer.score(records)
+    assert 0 < stats["3d/mAP"] < 1
+    (path,) = rd.write_detections(tmp_path / rd.METRICS, scorer.detections(records))
+    assert path == tmp_path / "detections.3d.json"
+    results = json.loads(path.read_text())
+    assert [r["image_id"] for r in results] == [10, 10, 30, 30, 30]  # by image id, each image's in its order
+    assert set(results[0]) == {"image_id", "category_id", "score", "center_3d", "dims_3d", "yaw_3d"}
+    ids = sorted(records)
+    again = evaluate_3d([records[i][0] for i in ids], from_3d_results(results, ids), PERIODS)
+    assert {f"3d/{k}": v for k, v in again.items() if k != "per_class"} == stats
+    assert from_3d_results(results, [20])[0]["center_3d"].shape == (0, 3)  # no detections: empty arrays
 
 
 def test_invalid_inputs_raise_value_error():

@@ -9,7 +9,10 @@ import pytest
 import torch
 from pycocotools import mask as mask_util
 
+from conftest import cocoeval_file
+from groupdetr import rundir as rd
 from groupdetr.evaluation.coco import STAT_NAMES, CocoEvaluator, evaluate_coco, load_coco_gt, to_coco_results
+from groupdetr.evaluation.scorers import CocoScorer
 
 BACKENDS = ("pycocotools", "faster_coco_eval")
 H, W = 160, 200
@@ -84,6 +87,11 @@ def perfect_results() -> list[dict]:
 
 def perturbed_results(seed: int = 0) -> list[dict]:
     """Two jittered, sometimes mislabelled copies of every object plus random false positives."""
+    return to_coco_results(make_predictions(perturbed_entries(seed)))
+
+
+def perturbed_entries(seed: int = 0) -> list[tuple[int, int, np.ndarray, float]]:
+    """The (image_id, category_id, mask, score) of :func:`perturbed_results`."""
     rng = np.random.default_rng(seed)
     entries = []
     for image_id, cat, m in OBJECTS:
@@ -94,7 +102,7 @@ def perturbed_results(seed: int = 0) -> list[dict]:
     for _ in range(6):
         x, y = rng.integers(0, W - 40), rng.integers(0, H - 40)
         entries.append((int(rng.integers(1, 4)), int(rng.integers(1, 4)), box_mask(x, y, 30, 30), float(rng.random())))
-    return to_coco_results(make_predictions(entries))
+    return entries
 
 
 # ---- conversion --------------------------------------------------------------------------------------
@@ -262,3 +270,33 @@ def test_coco_evaluator_scores_only_the_images_it_saw(gt):
 def test_evaluation_prints_nothing(gt, backend, capsys):
     evaluate_coco(gt, perturbed_results(), "segm", backend)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+@pytest.mark.parametrize("iou_types", [("bbox",), ("bbox", "segm")], ids=["boxes", "masks"])
+def test_written_detections_rescore_with_load_res_to_the_stats(gt, tmp_path, iou_types):
+    """What an evaluation writes beside its stats (``<stem>.detections.<iou type>.json``) scores with plain
+    pycocotools (``COCO.loadRes(file)``, ``COCOeval``) to the very stats of the evaluation. The segm file
+    carries no ``bbox``, so loadRes takes each result's area from its mask, as our evaluation does: a false
+    positive small by mask and medium by box (the ring) shows it."""
+    gt_file = tmp_path / "instances_val.json"
+    gt_file.write_text(json.dumps(gt))
+    ring = ring_mask(100, 60, 40, 2)
+    predictions = make_predictions(perturbed_entries() + [(3, 1, ring, 0.99)])
+    scorer = CocoScorer(load_coco_gt(gt), iou_types)
+    records = {image_id: scorer.record({"image_id": image_id}, pred) for image_id, pred in predictions.items()}
+    stats = scorer.score(records)
+    files = rd.write_detections(tmp_path / "eval" / "nms.json", scorer.detections(records))
+    assert [f.name for f in files] == [f"nms.detections.{t}.json" for t in iou_types]
+    for iou_type, path in zip(iou_types, files):
+        results = json.loads(path.read_text())
+        assert len(results) == sum(len(r) for r in records.values())
+        assert all(("bbox" in r) == (iou_type == "bbox") and ("segmentation" in r) == (iou_type == "segm")
+                   for r in results)
+        expected = {name: stats[f"{iou_type}/{name}"] for name in STAT_NAMES}
+        assert 0.05 < expected["AP"] < 0.95
+        assert cocoeval_file(gt_file, path, iou_type) == expected  # exactly
+    if "segm" in iou_types:  # with the boxes left in, loadRes would size the ring by its box: other APs
+        with_boxes = tmp_path / "with_boxes.json"
+        with_boxes.write_text(json.dumps(to_coco_results(predictions)))
+        assert cocoeval_file(gt_file, with_boxes, "segm")["APs"] != stats["segm/APs"]

@@ -170,6 +170,10 @@ def test_eval_refuses_an_out_that_is_a_folder_or_the_checkpoint(tmp_path):
     assert rd.check_eval_out(tmp_path / "metrics.json", ckpt) == tmp_path / "metrics.json"
     run = _finished_run(tmp_path)
     assert rd.check_eval_out(rd.eval_file(run, "nms"), run / "checkpoint.pth") == run / "eval" / "nms.json"
+    # the final evaluation's detections are the run's too (an evaluation's go beside its own file)
+    with pytest.raises(ValueError, match="is a file of the run directory"):
+        rd.check_eval_out(run / "detections.segm.json", run / "checkpoint.pth")
+    assert rd.detections_file(rd.eval_file(run, "nms"), "bbox") == run / "eval" / "nms.detections.bbox.json"
 
 
 def test_train_refuses_an_out_that_is_a_file(tmp_path, capsys):

@@ -86,36 +86,48 @@ def _prepare(target: Path, overrides: list[str], group: int | None):
     return path, ckpt, cfg, model, postprocess, scorers, loader, info
 
 
+def _write(stats_file: Path, result: dict, evaluation, detections: bool) -> None:
+    """The result JSON of one evaluation, after its detections (:func:`groupdetr.rundir.write_detections`:
+    ``<stem>.detections.<kind>.json`` beside it) when ``detections``: a result file means they are there."""
+    if detections:
+        rd.write_detections(stats_file, evaluation.detections())
+    rd.atomic_write_json(stats_file, result)
+
+
 def evaluate_run(target: str | Path, group: int | None = None, overrides: list[str] | None = None,
-                 out: str | Path | None = None) -> dict:
+                 out: str | Path | None = None, detections: bool = True) -> dict:
     """Evaluate the checkpoint of ``target`` (a run dir or a checkpoint file) on the val split.
 
     ``group`` selects the group evaluated alone (``model.eval_group``); ``overrides`` may change
     anything but the model's architecture (data root, postprocess, ...). Results go to ``out``, by
-    default ``<run>/eval/group{g}.json`` when ``target`` is a run dir and there are no overrides.
+    default ``<run>/eval/group{g}.json`` when ``target`` is a run dir and there are no overrides; with
+    ``detections``, the detections scored go beside it, one file per kind (``<stem>.detections.bbox.json``,
+    ``.segm.json``: COCO results; ``.3d.json``), for ``COCO.loadRes`` and other tools.
     """
     target = Path(target)
     if out is not None:  # before anything is loaded: a refused --out costs nothing
         out = rd.check_eval_out(out, _checkpoint_path(target))
     with reading_run(target):
-        return _evaluate_run(target, group, overrides, out)
+        return _evaluate_run(target, group, overrides, out, detections)
 
 
-def _evaluate_run(target: Path, group: int | None, overrides: list[str] | None, out: Path | None) -> dict:
+def _evaluate_run(target: Path, group: int | None, overrides: list[str] | None, out: Path | None,
+                  detections: bool) -> dict:
     """:func:`evaluate_run`, holding the run's lock."""
     path, ckpt, cfg, model, postprocess, scorers, loader, info = _prepare(target, list(overrides or []), group)
-    stats = evaluate(model, postprocess, loader, info.device, scorers, cfg.train.amp, info.is_main, cfg.train.log_every)
+    evaluation = evaluate(model, postprocess, loader, info.device, scorers, cfg.train.amp, info.is_main,
+                          cfg.train.log_every)
     result = {"checkpoint": str(path), "epoch": int(ckpt["epoch"]), "eval_group": cfg.model.eval_group,
-              "overrides": list(overrides or []), **stats}
+              "overrides": list(overrides or []), **evaluation.stats}
     if out is None and target.is_dir() and not overrides:
         out = rd.eval_file(target, f"group{cfg.model.eval_group}")
     if out is not None and info.is_main:
-        rd.atomic_write_json(Path(out), result)
+        _write(Path(out), result, evaluation, detections)
     return result
 
 
 def evaluate_groups_run(target: str | Path, groups: Sequence[int] | None = None, overrides: list[str] | None = None,
-                        out: str | Path | None = None) -> dict:
+                        out: str | Path | None = None, detections: bool = True) -> dict:
     """Evaluate each of ``groups`` (default: every group) of the checkpoint of ``target`` alone (paper Fig. 4),
     in one job that loads the model once.
 
@@ -125,17 +137,19 @@ def evaluate_groups_run(target: str | Path, groups: Sequence[int] | None = None,
     way group g's result is that of its N queries alone (``evaluate_run(target, group=g)`` for a model that
     keeps one group at inference), written to ``group{g}.json``
     in the folder of ``out`` (default ``<run>/eval/``); ``out`` itself, written last, is the index: the
-    groups, their files, whether one pass served them all, and the seconds taken.
+    groups, their files, whether one pass served them all, and the seconds taken. With ``detections``, each
+    group's detections go beside its file (``group{g}.detections.<kind>.json``, as :func:`evaluate_run`).
     """
     target = Path(target)
     overrides = list(overrides or [])
     if out is not None:  # the index; the group files go beside it, named group{g}.json (never a run file)
         out = rd.check_eval_out(out, _checkpoint_path(target))
     with reading_run(target):
-        return _evaluate_groups_run(target, groups, overrides, out)
+        return _evaluate_groups_run(target, groups, overrides, out, detections)
 
 
-def _evaluate_groups_run(target: Path, groups: Sequence[int] | None, overrides: list[str], out: Path | None) -> dict:
+def _evaluate_groups_run(target: Path, groups: Sequence[int] | None, overrides: list[str], out: Path | None,
+                         detections: bool) -> dict:
     """:func:`evaluate_groups_run`, holding the run's lock."""
     start = time.perf_counter()
     path, ckpt, cfg, model, postprocess, scorers, loader, info = _prepare(target, overrides, None)
@@ -161,13 +175,13 @@ def _evaluate_groups_run(target: Path, groups: Sequence[int] | None, overrides: 
     files = {}
     for g in groups:
         result = {"checkpoint": str(path), "epoch": int(ckpt["epoch"]), "eval_group": g, "overrides": overrides,
-                  **per_group[g]}
+                  **per_group[g].stats}
         files[g] = out.parent / f"group{g}.json"
         if info.is_main:
-            rd.atomic_write_json(files[g], result)
+            _write(files[g], result, per_group[g], detections)
     index = {"checkpoint": str(path), "epoch": int(ckpt["epoch"]), "groups": groups, "overrides": overrides,
              "files": {str(g): f.name for g, f in files.items()}, "one_pass": one_pass,
              "seconds": round(time.perf_counter() - start, 3)}
     if info.is_main:
         rd.atomic_write_json(out, index)
-    return {**index, "stats": {str(g): per_group[g] for g in groups}}
+    return {**index, "stats": {str(g): per_group[g].stats for g in groups}}

@@ -11,11 +11,12 @@ import torch
 
 from groupdetr.criterion import weight_losses
 from groupdetr.engine.distributed import all_gather_objects, all_reduce_sum
-from groupdetr.engine.progress import progress
+from groupdetr.engine.progress import Progress, progress
 from groupdetr.errors import NonFiniteLoss
 from groupdetr.groups import select_group
 
-__all__ = ["NonFiniteLoss", "StepResult", "non_finite", "train_step", "train_one_epoch", "evaluate", "evaluate_groups", "matching_signature", "matching_instability"]
+__all__ = ["NonFiniteLoss", "StepResult", "non_finite", "train_step", "epoch_iterations", "train_one_epoch",
+           "Evaluation", "evaluate", "evaluate_groups", "matching_signature", "matching_instability"]
 
 
 def _to(targets: list[dict], device: torch.device) -> list[dict]:
@@ -127,20 +128,32 @@ def train_step(model, criterion, loss_weights: dict, optimizer, images, pad_mask
                                                         "optim": t4 - t3, "step": t4 - t0})
 
 
+def epoch_iterations(loader, max_iters: int | None) -> int:
+    """Iterations of one training epoch over ``loader`` capped at ``max_iters`` (``train.max_iters_per_epoch``);
+    the same every epoch (the training loader drops its last incomplete batch)."""
+    return len(loader) if max_iters is None else min(len(loader), max_iters)
+
+
 def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, device, epoch: int, clip: float,
-                    max_iters: int | None, amp: bool, log_every: int, show: bool):
+                    max_iters: int | None, amp: bool, log_every: int, show: bool, on_step=None, eta=None):
     """Train one epoch. Stops with :class:`NonFiniteLoss` naming the epoch and iteration when the outputs or
     the loss of a step (:func:`train_step`), or the weights at the end of the epoch, are not finite.
+
+    ``on_step(iteration, values)``, when given, is called after each step with the iteration (from 1) and
+    this rank's ``{name: value}`` of every named loss and ``loss``, the weighted total (floats, no extra sync).
+    The progress (``show``) carries the running loss and, given ``eta`` (:meth:`groupdetr.engine.progress.RunClock.eta`),
+    the ETA of the whole run.
 
     Returns:
         (mean of every named loss and of the weighted total over the epoch (all ranks),
          matching signatures {image_id: [G, M]} of this rank's images, iterations run).
     """
     model.train()
-    total_iters = len(loader) if max_iters is None else min(len(loader), max_iters)
+    total_iters = epoch_iterations(loader, max_iters)
     sums, matching, n = defaultdict(float), {}, 0
     batches = itertools.islice(loader, total_iters)
-    for i, (images, pad_mask, targets) in enumerate(progress(batches, total_iters, f"epoch {epoch}", log_every, show), 1):
+    bar = Progress(batches, total_iters, f"epoch {epoch}", log_every, show, eta)
+    for i, (images, pad_mask, targets) in enumerate(bar, 1):
         images, pad_mask, targets = images.to(device), pad_mask.to(device), _to(targets, device)
         step = train_step(model, criterion, loss_weights, optimizer, images, pad_mask, targets, clip, amp,
                           where=f"epoch {epoch}, iteration {i}")
@@ -149,6 +162,9 @@ def train_one_epoch(model, criterion, loss_weights: dict, optimizer, loader, dev
         for k, v in zip([*losses, "loss"], values):
             sums[k] += v
         n += 1
+        bar.add_loss(values[-1])
+        if on_step is not None:
+            on_step(i, dict(zip([*losses, "loss"], values)))
         g, nq = outputs["num_groups"], outputs["pred_logits"].shape[1] // outputs["num_groups"]
         for t, (q, j) in zip(targets, indices):
             matching[int(t["image_id"])] = matching_signature(q, j, len(t["labels"]), nq, g)
@@ -203,19 +219,39 @@ def _predict(model, postprocess, loader, device, scorers, amp: bool, show: bool,
     return parts
 
 
-def _score(records: list[dict], scorers) -> dict:
-    """Evaluation stats of one set of predictions: each scorer's, over the records of every rank (every
-    rank gets the same dict)."""
+@dataclass
+class Evaluation:
+    """One evaluation: its ``stats`` (``bbox/AP`` ...) and what they were computed from, ``records``: per
+    scorer, ``{image id: record}`` of every rank's images (so any rank can write the detections)."""
+
+    stats: dict
+    records: list[dict]
+    scorers: list
+
+    def detections(self) -> dict[str, list[dict]]:
+        """The scored detections, ``{kind: results list}`` of every scorer
+        (:meth:`groupdetr.evaluation.scorers.Scorer.detections`): ``bbox`` and ``segm`` COCO results,
+        ``3d`` boxes; plain JSON values, built when asked (training writes only its final evaluation's)."""
+        out = {}
+        for scorer, kept in zip(self.scorers, self.records):
+            out.update(scorer.detections(kept))
+        return out
+
+
+def _score(records: list[dict], scorers) -> Evaluation:
+    """The evaluation of one set of predictions: each scorer's stats over the records of every rank (every
+    rank gets the same)."""
+    merged = [_merge_parts(all_gather_objects(kept)) for kept in records]
     stats = {}
-    for scorer, kept in zip(scorers, records):
-        stats.update(scorer.score(_merge_parts(all_gather_objects(kept))))
-    return stats
+    for scorer, kept in zip(scorers, merged):
+        stats.update(scorer.score(kept))
+    return Evaluation(stats, merged, list(scorers))
 
 
 def evaluate(model, postprocess, loader, device, scorers, amp: bool = False, show: bool = True,
-             log_every: int = 50) -> dict:
-    """Evaluation stats of ``model`` in eval mode (its active group) on ``loader``, gathered across
-    ranks; every rank returns the same dict.
+             log_every: int = 50) -> Evaluation:
+    """The :class:`Evaluation` of ``model`` in eval mode (its active group) on ``loader``, gathered across
+    ranks; every rank returns the same stats.
 
     ``scorers``: the task's (``TASKS[task].scorers(cfg, coco_gt)``): COCO box AP, mask AP (``segm/AP``),
     the 3D metric (``3d/NDS`` ...), as the task declares.
@@ -225,14 +261,14 @@ def evaluate(model, postprocess, loader, device, scorers, amp: bool = False, sho
 
 
 def evaluate_groups(model, postprocess, loader, device, scorers, groups, amp: bool = False, show: bool = True,
-                    log_every: int = 50) -> dict[int, dict]:
-    """The stats of :func:`evaluate` for each of ``groups`` evaluated alone, from one pass over the data:
-    one forward with all of ``groups`` active, each group scored from its own slice of the outputs.
+                    log_every: int = 50) -> dict[int, Evaluation]:
+    """The :class:`Evaluation` of :func:`evaluate` for each of ``groups`` evaluated alone, from one pass over
+    the data: one forward with all of ``groups`` active, each group scored from its own slice of the outputs.
 
     Only valid when the groups do not interact at inference (``model.self_attention`` in
     :data:`groupdetr.names.ISOLATING_SELF_ATTENTION`: cross-attention and FFN are per query, and
     self-attention stays inside each group); :func:`groupdetr.engine.evaluate_run.evaluate_groups_run`
-    checks it. Returns ``{group: stats}``.
+    checks it. Returns ``{group: Evaluation}``.
     """
     groups = tuple(int(g) for g in groups)
     parts = _predict(model, postprocess, loader, device, scorers, amp, show, log_every, groups)

@@ -30,6 +30,7 @@ import logging
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -48,8 +49,10 @@ from groupdetr.data.coco import resolve_num_classes
 from groupdetr import rundir as rd
 from groupdetr.engine.checkpoint import load_checkpoint, save_checkpoint
 from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
-from groupdetr.engine.loop import evaluate, matching_instability, train_one_epoch
+from groupdetr.engine.board import Board, epoch_scalars, global_step, step_scalars
+from groupdetr.engine.loop import epoch_iterations, evaluate, matching_instability, train_one_epoch
 from groupdetr.engine.memory import peak_memory_mib
+from groupdetr.engine.progress import RunClock
 from groupdetr.errors import DatasetError, NonFiniteLoss, RunError, UsageError, first_line
 from groupdetr.pretrain.run import resolve_backbone_weights, weights_provenance
 from groupdetr.tasks import TASKS
@@ -173,8 +176,12 @@ def check_run_dir(out: Path, cfg: Config, restart: bool) -> str:
 def _clear(out: Path) -> None:
     """Remove the run's files, ``config.yaml`` last: a kill part-way leaves a directory that the same
     ``--restart`` clears again, and that nothing but ``--restart`` takes for a run to resume."""
-    for name in (rd.CHECKPOINT, rd.CHECKSUM, rd.LOG, rd.METRICS, rd.MANIFEST):
+    for name in (rd.CHECKPOINT, rd.CHECKSUM, rd.LOG, rd.METRICS):
         (out / name).unlink(missing_ok=True)
+    for f in rd.run_detections(out):
+        f.unlink()
+    shutil.rmtree(out / rd.TENSORBOARD, ignore_errors=True)
+    (out / rd.MANIFEST).unlink(missing_ok=True)
     eval_dir = out / rd.EVAL_DIR
     if eval_dir.is_dir():
         for f in eval_dir.iterdir():
@@ -243,11 +250,14 @@ def _locked(out: Path, shared: bool = False):
     return rd.run_lock(out, what="training", shared=shared)
 
 
-def train(cfg: Config, out: str | Path, command: list[str] | None = None, restart: bool = False) -> dict:
+def train(cfg: Config, out: str | Path, command: list[str] | None = None, restart: bool = False,
+          tensorboard: bool = True) -> dict:
     """Train ``cfg`` into run directory ``out`` (resuming, or returning a finished run's metrics), holding
     its lock; another process writing it is a refusal (:class:`groupdetr.rundir.RunBusy`). A
     ``model.num_classes: null`` is derived from the training annotations first, so the run directory records
-    the number and a rerun of the same command finds its own run."""
+    the number and a rerun of the same command finds its own run. ``tensorboard``:
+    write TensorBoard curves to ``out/tensorboard`` (:mod:`groupdetr.engine.board`). It changes nothing the
+    run computes, so it is an argument, not a config key (which would enter the config's hash)."""
     out = Path(out)
     cfg = resolve_num_classes(cfg)
     _check_out(out)  # before the lock makes a folder
@@ -257,10 +267,10 @@ def train(cfg: Config, out: str | Path, command: list[str] | None = None, restar
                 log.info("%s is finished; nothing to do", out)
                 return rd.read_json(out / rd.METRICS)
     with _locked(out):
-        return _train(cfg, out, command, restart)
+        return _train(cfg, out, command, restart, tensorboard)
 
 
-def _train(cfg: Config, out: Path, command: list[str] | None, restart: bool) -> dict:
+def _train(cfg: Config, out: Path, command: list[str] | None, restart: bool, tensorboard: bool) -> dict:
     """:func:`train`, holding the lock."""
     state = check_run_dir(out, cfg, restart)
     if state == "finished":
@@ -309,47 +319,83 @@ def _train(cfg: Config, out: Path, command: list[str] | None, restart: bool) -> 
     net = torch.nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model
     weights = loss_weights(cfg)
     # Killed after the last checkpoint but before metrics.json: the last logged stats are final.
-    stats = {k: v for k, v in (rd.read_jsonl(out / rd.LOG) or [{}])[-1].items() if "/" in k}
-    for epoch in range(start + 1, cfg.optim.epochs + 1):
-        seed_everything(cfg.seed, epoch, info.rank)
-        if info.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(info.device)
-        t0 = time.perf_counter()
-        try:
-            means, current, iters = train_one_epoch(
-                net, criterion, weights, optimizer, make_loader(train_ds, cfg, info, epoch, True), info.device, epoch,
-                cfg.optim.clip_max_norm, cfg.train.max_iters_per_epoch, cfg.train.amp, cfg.train.log_every, info.is_main)
-        except NonFiniteLoss as e:
-            raise NonFiniteLoss(f"{e}; {diverged_hint(out, epoch - 1)}") from None
-        seconds = time.perf_counter() - t0
-        lrs = [g["lr"] for g in optimizer.param_groups]
-        scheduler.step()
-        current = _merge(current)
-        record = {"epoch": epoch, "lr": lrs[0], "lr_backbone": lrs[-1], **means, "iterations": iters,
-                  "seconds": round(seconds, 3), "matching_instability": matching_instability(matching, current) if matching else None}
-        matching = current
-        t1 = time.perf_counter()
-        if epoch % cfg.train.eval_every == 0 or epoch == cfg.optim.epochs:
-            stats = evaluate(model, postprocess, make_loader(val_ds, cfg, info, epoch, False), info.device, scorers,
-                             cfg.train.amp, info.is_main, cfg.train.log_every)
-            record.update(stats)
-        record["eval_seconds"] = round(time.perf_counter() - t1, 3)
-        record["peak_memory_mib"] = round(peak_memory_mib(info.device), 1)
-        if info.is_main:
-            rd.append_jsonl(out / rd.LOG, record, keep_epochs_below=epoch)
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "config_hash": config_hash(cfg), "model_config": to_dict(cfg.model),
-                "config": to_dict(cfg), "matching": matching})
-            primary = TASKS[cfg.model.task].primary_metric
-            log.info("epoch %d/%d: loss %.4f, %s%.1f s", epoch, cfg.optim.epochs, means["loss"],
-                     f"{primary} {stats[primary]:.4f}, " if primary in record else "", seconds)
-        barrier()
+    logged = rd.read_jsonl(out / rd.LOG)
+    stats = {k: v for k, v in (logged or [{}])[-1].items() if "/" in k}
+    per_epoch = epoch_iterations(make_loader(train_ds, cfg, info, 1, True), cfg.train.max_iters_per_epoch)
+    # TensorBoard, by the main process, from the step after the checkpoint (see Board on what becomes of the
+    # steps that a killed attempt wrote past it)
+    writes_board = tensorboard and info.is_main and start < cfg.optim.epochs
+    board = Board(out / rd.TENSORBOARD if writes_board else None, first_step=global_step(start + 1, 1, per_epoch))
+    # the run's ETA on the progress, evaluations timed by the epochs logged before a resume included
+    clock = RunClock(cfg.optim.epochs, per_epoch, cfg.train.eval_every,
+                     [r["eval_seconds"] for r in logged if any("/" in k for k in r)])
+    with board:
+        for epoch in range(start + 1, cfg.optim.epochs + 1):
+            seed_everything(cfg.seed, epoch, info.rank)
+            if info.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(info.device)
+            t0 = time.perf_counter()
+            try:
+                means, current, iters = train_one_epoch(
+                    net, criterion, weights, optimizer, make_loader(train_ds, cfg, info, epoch, True), info.device,
+                    epoch, cfg.optim.clip_max_norm, cfg.train.max_iters_per_epoch, cfg.train.amp, cfg.train.log_every,
+                    info.is_main, on_step=_step_logger(board, optimizer, weights, epoch, per_epoch),
+                    eta=clock.eta(epoch))
+            except NonFiniteLoss as e:
+                raise NonFiniteLoss(f"{e}; {diverged_hint(out, epoch - 1)}") from None
+            seconds = time.perf_counter() - t0
+            lrs = [g["lr"] for g in optimizer.param_groups]
+            scheduler.step()
+            current = _merge(current)
+            record = {"epoch": epoch, "lr": lrs[0], "lr_backbone": lrs[-1], **means, "iterations": iters,
+                      "seconds": round(seconds, 3),
+                      "matching_instability": matching_instability(matching, current) if matching else None}
+            matching = current
+            t1 = time.perf_counter()
+            evaluation = None
+            if epoch % cfg.train.eval_every == 0 or epoch == cfg.optim.epochs:
+                evaluation = evaluate(model, postprocess, make_loader(val_ds, cfg, info, epoch, False), info.device,
+                                      scorers, cfg.train.amp, info.is_main, cfg.train.log_every)
+                stats = evaluation.stats
+                record.update(stats)
+            record["eval_seconds"] = round(time.perf_counter() - t1, 3)
+            clock.add_epoch(seconds, iters, record["eval_seconds"] if evaluation is not None else None)
+            record["peak_memory_mib"] = round(peak_memory_mib(info.device), 1)
+            if info.is_main and evaluation is not None and epoch == cfg.optim.epochs:
+                # Only the final evaluation's detections are kept (those of metrics.json): one set per run, ~7 MB
+                # of boxes on the benchmark's 500 validation images, where every epoch's would multiply it by the
+                # epochs. Written before the log records the epoch, so a logged final epoch has them.
+                rd.write_detections(out / rd.METRICS, evaluation.detections())
+            if info.is_main:
+                board.scalars(epoch_scalars(record), global_step(epoch, iters, per_epoch))
+                board.flush()  # the curves on disk reach the checkpoint's epoch
+                rd.append_jsonl(out / rd.LOG, record, keep_epochs_below=epoch)
+                save_checkpoint(ckpt_path, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch, "config_hash": config_hash(cfg), "model_config": to_dict(cfg.model),
+                    "config": to_dict(cfg), "matching": matching})
+                primary = TASKS[cfg.model.task].primary_metric
+                log.info("epoch %d/%d: loss %.4f, %s%.1f s", epoch, cfg.optim.epochs, means["loss"],
+                         f"{primary} {stats[primary]:.4f}, " if primary in record else "", seconds)
+            barrier()
     final = {"epoch": cfg.optim.epochs, "config_hash": config_hash(cfg), **stats}
     if info.is_main:
         rd.atomic_write_json(out / rd.METRICS, final)
     barrier()
     return final
+
+
+def _step_logger(board: Board, optimizer, weights: dict, epoch: int, per_epoch: int):
+    """``on_step`` of :func:`train_one_epoch` that adds each iteration's losses and learning rates to
+    ``board``; None without a board."""
+    if not board.enabled:
+        return None
+
+    def on_step(iteration: int, values: dict) -> None:
+        lrs = {"lr": optimizer.param_groups[0]["lr"], "lr_backbone": optimizer.param_groups[-1]["lr"]}
+        board.scalars(step_scalars(values, weights, lrs), global_step(epoch, iteration, per_epoch))
+
+    return on_step
 
 
 def diverged_hint(out: Path, finished: int) -> str:

@@ -26,7 +26,7 @@ from pycocotools import mask as mask_util
 
 from groupdetr.names import COCO_BACKENDS
 
-__all__ = ["STAT_NAMES", "IOU_TYPES", "BACKENDS", "to_coco_results", "load_coco_gt", "evaluate_coco",
+__all__ = ["STAT_NAMES", "IOU_TYPES", "BACKENDS", "to_coco_results", "results_for", "load_coco_gt", "evaluate_coco",
            "CocoEvaluator"]
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -124,8 +124,10 @@ def load_coco_gt(gt, backend: str = "pycocotools"):
     return coco
 
 
-def _results_for(results: Iterable[Mapping], iou_type: str) -> list[dict]:
-    """Fresh copies of the results with only the fields ``iou_type`` needs (see module docstring)."""
+def results_for(results: Iterable[Mapping], iou_type: str) -> list[dict]:
+    """Fresh copies of the results with only the fields ``iou_type`` needs (see module docstring): no
+    ``segmentation`` for ``bbox``, no ``bbox`` for ``segm``. What ``evaluate_coco`` hands to ``loadRes``, so
+    a file of them scores the same with ``COCO.loadRes(file)`` and ``COCOeval(gt, dt, iou_type)``."""
     drop = "segmentation" if iou_type == "bbox" else "bbox"
     out = [{k: v for k, v in r.items() if k != drop} for r in results]
     if iou_type == "segm" and any("segmentation" not in r for r in out):
@@ -164,7 +166,7 @@ def evaluate_coco(gt, results: Sequence[Mapping], iou_type: str = "bbox", backen
     """
     _check_iou_type(iou_type)
     coco_gt = load_coco_gt(gt, backend)
-    results = _results_for(results, iou_type)
+    results = results_for(results, iou_type)
     img_ids = None if img_ids is None else sorted({int(i) for i in img_ids})
     if not results or img_ids == []:
         # pycocotools' loadRes indexes results[0] and crashes on an empty list.

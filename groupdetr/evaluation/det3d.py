@@ -45,6 +45,25 @@ it. NDS keeps nuScenes' weighting, mAP counting as much as all TP metrics togeth
 
 8 = 5 + our three TP metrics where nuScenes has 10 = 5 + five (velocity and attributes do not exist
 here). If no evaluated class has an orientation, AOE is NaN and drops out: NDS = (5 mAP + ...) / 7.
+
+**Results file** (``*.detections.3d.json``, written beside the stats of every evaluation of a 3D run; see
+:func:`to_3d_results`): a JSON list with one object per detection, COCO-results style,
+
+    {"image_id": int, "category_id": int, "score": float,
+     "center_3d": [x, y, z], "dims_3d": [w, h, l], "yaw_3d": float}
+
+in the annotation format's conventions (``docs/annotation-format.md``): the centre in metres in the camera
+frame of the image (x right, y down, z forward), the size in metres (width across, height vertical, length
+along the yaw axis), the yaw in radians about gravity (length axis along (cos yaw, sin yaw) in BEV
+(x_g, z_g)), decoded with the period of the detection's class. To score a file against the annotation
+file (``ann``: its JSON)::
+
+    ids = sorted(img["id"] for img in ann["images"])
+    evaluate_3d(ground_truth_3d(ann, ids), from_3d_results(json.load(open(f)), ids),
+                yaw_periods_from_categories(ann["categories"]))
+
+The engine scores ground truth that went through the model's float32 inputs; from the file's float64 the
+stats agree to float32 rounding (~1e-7).
 """
 from __future__ import annotations
 
@@ -58,7 +77,8 @@ from groupdetr.geometry import camera_to_ground
 
 __all__ = ["DIST_THRESHOLDS", "TP_THRESHOLD", "MIN_RECALL", "MIN_PRECISION", "TP_ERRORS", "bev_centres",
            "aligned_box_iou", "yaw_error", "greedy_match", "calc_ap", "yaw_periods_from_categories",
-           "evaluate_3d", "Det3DEvaluator"]
+           "evaluate_3d", "Det3DEvaluator", "RESULT_BOX_KEYS", "to_3d_results", "from_3d_results",
+           "ground_truth_3d"]
 
 DIST_THRESHOLDS = (0.5, 1.0, 2.0, 4.0)
 """BEV centre-distance thresholds D (m) of the AP."""
@@ -268,6 +288,78 @@ def evaluate_3d(gts: Sequence[Mapping], preds: Sequence[Mapping],
     out["NDS"] = _nds(out["mAP"], {e: out[e] for e in TP_ERRORS})
     out["per_class"] = per_class
     return out
+
+
+RESULT_BOX_KEYS = ("center_3d", "dims_3d", "yaw_3d")
+"""The 3D box of a detection in a results file (with ``image_id``, ``category_id``, ``score``)."""
+
+
+def to_3d_results(predictions: Mapping[int, Mapping]) -> list[dict]:
+    """Per-image 3D predictions -> the results list of the module docstring (JSON-serialisable).
+
+    Args:
+        predictions: ``{image_id: {"center_3d": [k, 3], "dims_3d": [k, 3], "yaw_3d": [k], "labels": [k]
+            category ids, "scores": [k]}}`` (tensors or arrays), as :func:`evaluate_3d` takes them.
+    Returns:
+        ``[{"image_id", "category_id", "score", "center_3d", "dims_3d", "yaw_3d"}]``, image by image in the
+        order given, each image's detections in their order (so :func:`from_3d_results` gives them back
+        as they were).
+    """
+    out = []
+    for image_id, pred in predictions.items():
+        centres = _numpy(pred["center_3d"], np.float64).reshape(-1, 3)
+        dims = _numpy(pred["dims_3d"], np.float64).reshape(-1, 3)
+        yaws = _numpy(pred["yaw_3d"], np.float64).reshape(-1)
+        labels = _numpy(pred["labels"], np.int64).reshape(-1)
+        scores = _numpy(pred["scores"], np.float64).reshape(-1)
+        out += [{"image_id": int(image_id), "category_id": int(c), "score": float(s), "center_3d": centre.tolist(),
+                 "dims_3d": size.tolist(), "yaw_3d": float(yaw)}
+                for centre, size, yaw, c, s in zip(centres, dims, yaws, labels, scores)]
+    return out
+
+
+def from_3d_results(results: Sequence[Mapping], image_ids: Sequence[int]) -> list[dict]:
+    """A results list (:func:`to_3d_results`, or its file) -> the predictions of ``image_ids``, in that
+    order, as :func:`evaluate_3d` takes them (numpy arrays; no detections: empty arrays). Results of other
+    images are ignored."""
+    per_image: dict[int, list] = {int(i): [] for i in image_ids}
+    for r in results:
+        if int(r["image_id"]) in per_image:
+            per_image[int(r["image_id"])].append(r)
+    return [{**_box_arrays(rows), "scores": np.asarray([r["score"] for r in rows], np.float64).reshape(-1)}
+            for rows in (per_image[int(i)] for i in image_ids)]
+
+
+def _box_arrays(rows: Sequence[Mapping]) -> dict:
+    """``center_3d`` [n, 3], ``dims_3d`` [n, 3], ``yaw_3d`` [n], ``labels`` [n] (``category_id``) of result or
+    annotation dicts."""
+    return {"center_3d": np.asarray([r["center_3d"] for r in rows], np.float64).reshape(-1, 3),
+            "dims_3d": np.asarray([r["dims_3d"] for r in rows], np.float64).reshape(-1, 3),
+            "yaw_3d": np.asarray([r["yaw_3d"] for r in rows], np.float64).reshape(-1),
+            "labels": np.asarray([r["category_id"] for r in rows], np.int64).reshape(-1)}
+
+
+def _usable(ann: Mapping, image: Mapping) -> bool:
+    """Whether the dataset keeps ``ann`` (``groupdetr.data.coco``): not a crowd region, not empty once
+    clipped to the image."""
+    x, y, w, h = ann["bbox"]
+    width, height = image["width"], image["height"]
+    return (not ann.get("iscrowd", 0) and min(max(x + w, 0.0), width) > min(max(x, 0.0), width)
+            and min(max(y + h, 0.0), height) > min(max(y, 0.0), height))
+
+
+def ground_truth_3d(dataset: Mapping, image_ids: Sequence[int]) -> list[dict]:
+    """The ground truth of ``image_ids`` (in that order) from a COCO annotation dict with the 3D keys of
+    ``docs/annotation-format.md``, as :func:`evaluate_3d` takes it: the annotations the dataset trains and
+    scores on (no crowd regions, no boxes empty in the image), the image's ``camera_pitch``."""
+    images = {int(img["id"]): img for img in dataset["images"]}
+    per_image: dict[int, list] = {int(i): [] for i in image_ids}
+    for ann in dataset["annotations"]:
+        image_id = int(ann["image_id"])
+        if image_id in per_image and _usable(ann, images[image_id]):
+            per_image[image_id].append(ann)
+    return [{**_box_arrays(per_image[int(i)]), "camera_pitch": float(images[int(i)]["camera_pitch"])}
+            for i in image_ids]
 
 
 class Det3DEvaluator:

@@ -3,15 +3,16 @@
 A scorer is what :attr:`groupdetr.heads.Task.scorers` returns, one per metric family the task reports.
 The engine knows nothing else about metrics: for every image it asks each scorer for a small picklable
 ``record(target, result)``, gathers the records of every rank (keyed by image id, so an image a
-distributed sampler repeated counts once), and calls ``score(records)`` for the stats.
+distributed sampler repeated counts once), and calls ``score(records)`` for the stats, and
+``detections(records)`` for the detections they were computed from when an evaluation writes them.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from groupdetr.evaluation.coco import CocoEvaluator, to_coco_results
-from groupdetr.evaluation.det3d import Det3DEvaluator
+from groupdetr.evaluation.coco import CocoEvaluator, results_for, to_coco_results
+from groupdetr.evaluation.det3d import Det3DEvaluator, to_3d_results
 
 __all__ = ["Scorer", "CocoScorer", "Det3DScorer"]
 
@@ -23,6 +24,10 @@ class Scorer(Protocol):
 
     def score(self, records: Mapping[int, Any]) -> dict[str, float]:
         """The stats (``<family>/<stat>``) of every image's record, ``{image id: record}``."""
+
+    def detections(self, records: Mapping[int, Any]) -> dict[str, list[dict]]:
+        """The detections that :meth:`score` scores, as files keep them: ``{kind: results list}`` (plain JSON
+        values), each kind a file (``bbox``, ``segm``: COCO results that ``COCO.loadRes`` reads; ``3d``)."""
 
 
 class CocoScorer:
@@ -43,6 +48,13 @@ class CocoScorer:
         evaluator.results = [res for image_id in evaluator.img_ids for res in records[image_id]]
         return evaluator.summarize(self.iou_types)
 
+    def detections(self, records: Mapping[int, list[dict]]) -> dict[str, list[dict]]:
+        """One COCO results list per IoU type, in the order :meth:`score` evaluates them, with only the fields
+        that type needs (:func:`groupdetr.evaluation.coco.results_for`: ``segm`` results carry the mask RLE
+        and no ``bbox``, so ``loadRes`` takes their area from the mask as the stats did)."""
+        results = [res for image_id in sorted(records) for res in records[image_id]]
+        return {iou_type: results_for(results, iou_type) for iou_type in self.iou_types}
+
 
 class Det3DScorer:
     """The nuScenes-style 3D metric of :mod:`groupdetr.evaluation.det3d` (``3d/mAP``, ``3d/NDS``, ``3d/ATE``
@@ -60,3 +72,7 @@ class Det3DScorer:
         for image_id in sorted(records):
             det3d.update(*records[image_id])
         return {f"3d/{k}": v for k, v in det3d.summarize().items() if k != "per_class"}
+
+    def detections(self, records: Mapping[int, tuple[dict, dict]]) -> dict[str, list[dict]]:
+        """``{"3d": results}`` in the format of :mod:`groupdetr.evaluation.det3d` (:func:`to_3d_results`)."""
+        return {"3d": to_3d_results({image_id: records[image_id][1] for image_id in sorted(records)})}

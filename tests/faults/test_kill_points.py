@@ -110,7 +110,9 @@ def test_the_same_command_resumes_after_a_kill_at_any_point(synth_root, tmp_path
     assert {"inside config.yaml #1, temporary half written", "after config.yaml #1",  # killed before the manifest
             "inside checkpoint.pth #2, temporary half written", "after checkpoint.pth.sha256 #3",
             "inside metrics.json #1, temporary half written"} <= set(labels)
-    assert len(labels) == 2 + 2 * 11  # config, manifest, 2 x (log, record, checkpoint, record), metrics
+    assert "inside detections.bbox.json #1, temporary half written" in labels  # the final evaluation's
+    # config, manifest, 2 x (log, record, checkpoint, record), detections, metrics
+    assert len(labels) == 2 + 2 * 12
     _resumes_to(straight, states, tmp_path, lambda run: train(cfg, run))
 
 
@@ -126,7 +128,8 @@ def test_restart_starts_over_after_a_kill_at_any_point(finished, synth_root, tmp
     labels = [label for label, _ in states]
     first_manifest = labels.index("after manifest.json #1")
     assert labels[:3] == ["after removing checkpoint.pth", "after removing checkpoint.pth.sha256", "after removing log.jsonl"]
-    assert "after removing eval/group1.json" in labels and "after removing config.yaml" in labels
+    assert "after removing eval/group1.json" in labels and "after removing detections.bbox.json" in labels
+    assert [label for label in labels if label.startswith("after removing")][-1] == "after removing config.yaml"
     _resumes_to(other, states[:first_manifest + 1], tmp_path, lambda run: train(cfg, run, restart=True))
 
 
