@@ -21,8 +21,8 @@ import os
 import sys
 
 from groupdetr.config import ConfigError, config_hash, dump_yaml, list_recipes, load_config
-from groupdetr.errors import (DatasetError, GatherError, NonFiniteLoss, NotebookError, NotebookFailed, RunError,
-                              StudyError, UsageError, WeightsError)
+from groupdetr.errors import (DatasetError, GatherError, InitFromError, NonFiniteLoss, NotebookError, NotebookFailed,
+                              RunError, StudyError, UsageError, WeightsError)
 
 __all__ = ["main", "build_parser"]
 
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as e:
         print(f"groupdetr: {e}", file=sys.stderr)
         return 2
-    except (StudyError, GatherError, NotebookError, UsageError, RunError) as e:  # refusals
+    except (StudyError, GatherError, NotebookError, UsageError, RunError, InitFromError) as e:  # refusals
         print(f"groupdetr: {e}", file=sys.stderr)
         return 2
     except (NonFiniteLoss, NotebookFailed) as e:
