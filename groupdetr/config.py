@@ -57,6 +57,8 @@ __all__ = [
     "to_dict",
     "resolved",
     "apply_overrides",
+    "override_args",
+    "read_override_file",
     "config_hash",
     "list_recipes",
     "dump_yaml",
@@ -530,6 +532,36 @@ def _deep_merge(base: dict, diff: dict) -> dict:
     for k, v in diff.items():
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def override_args(overrides: dict[str, Any]) -> list[str]:
+    """``{"model.num_groups": 3}`` -> ``["model.num_groups=3"]`` (values as YAML flow scalars): the dotted
+    overrides a mapping stands for (a study's ``overrides:``, a file of ``--set-from``)."""
+    args = []
+    for key, value in overrides.items():
+        if isinstance(value, str):
+            text = value
+        else:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+            if text.endswith("\n..."):
+                text = text[: -len("\n...")]
+            text = text.removesuffix("...").strip()
+        args.append(f"{key}={text}")
+    return args
+
+
+def read_override_file(path: str | Path) -> list[str]:
+    """The dotted overrides of a file written for ``groupdetr train --set-from`` (e.g. the equal-training-time
+    schedule the workflow derives): a YAML mapping whose ``overrides`` entry maps dotted keys to values; any
+    other entry is its record of where they came from (``derived``). One ConfigError line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--set-from {path}: no such file")
+    data = _read_yaml(path)
+    overrides = data.get("overrides")
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise ConfigError(f"--set-from {path}: expected a mapping 'overrides' of dotted keys to values")
+    return override_args(overrides)
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
