@@ -83,6 +83,11 @@ def test_main_results_comparison_only_reproduces_coco_runs(reported, aruns):
     assert row["n_baseline"] == 3 and row["ours_baseline_mAP"] == pytest.approx(o2o)
     assert row["ours_gain"] == pytest.approx(gd - o2o) and row["delta_group_detr"] == pytest.approx(gd - 37.6)
     assert reported_value(reported, "Fig4", "mAP_median_over_groups") == 37.5
+    # Table 1's runs (started from another run, parts frozen) are no reproduction of Table 3's rows
+    started = coco.assign(init_from="results/runs/ablation_K/K1/seed0", config_hash=coco["config_hash"] + "x")
+    frozen = coco.assign(frozen="backbone,input_proj,encoder", config_hash=coco["config_hash"] + "y")
+    again = main_results_comparison(main, pd.concat([coco, started, frozen]))
+    assert again[again["n_baseline"] > 0]["n_baseline"].tolist() == [3]
 
 
 def test_table5_table6_from_the_transcription(reported):

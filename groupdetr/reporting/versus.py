@@ -125,6 +125,14 @@ def rank_agreement(comparison: pd.DataFrame) -> dict:
             "kendall_tau": tau}
 
 
+def _trained_from_scratch(runs: pd.DataFrame) -> pd.Series:
+    """Rows of runs that trained every part from its usual start: not started from another run
+    (``model.init_from``), nothing frozen (``train.freeze``). Runs gathered before those columns existed are."""
+    started = runs["init_from"].notna() if "init_from" in runs else pd.Series(False, index=runs.index)
+    frozen = runs["frozen"].fillna("").astype(str).ne("") if "frozen" in runs else pd.Series(False, index=runs.index)
+    return ~(started | frozen)
+
+
 def _arm_means(final: pd.DataFrame, arm: pd.Series) -> pd.DataFrame:
     keys = ["detector", "backbone", "epochs"]
     sel = final[arm]
@@ -141,10 +149,12 @@ def main_results_comparison(main: pd.DataFrame, runs: pd.DataFrame, metric: str 
     assignment, Group DETR = K 11 with group assignment and separate self-attention. Adds
     ``ours_baseline_mAP``, ``ours_group_detr_mAP``, ``ours_gain``, ``delta_baseline``,
     ``delta_group_detr`` (ours - paper, mAP points) and ``n_baseline``, ``n_group_detr`` (seeds);
-    NaN / 0 where nothing was reproduced. Runs gathered twice (same config hash and seed) count once.
+    NaN / 0 where nothing was reproduced. Runs gathered twice (same config hash and seed) count once; runs started
+    from another run or with frozen parts (Table 1's) are no reproduction of these rows.
     """
     keys = ["detector", "backbone", "epochs"]
     final = runs[(runs["evaluation"] == "final") & (runs["metric"] == metric) & (runs["dataset"] == "coco")]
+    final = final[_trained_from_scratch(final)]
     final = final.drop_duplicates(["config_hash", "seed"])
     baseline = final["num_groups"] == 1  # one group: every assignment is DETR's one-to-one matching
     group = (final["num_groups"] == 11) & (final["assignment"] == "group") & (final["self_attention"] == "separate")
