@@ -113,6 +113,7 @@ def schedule_file(runs_root: str | Path, study: str, variant: str) -> Path:
     """The derived schedule of ``variant`` (one with ``equal_time``), shared by all its seeds."""
     return Path(runs_root) / study / variant / SCHEDULE
 
+
 #: figure kinds a study may ask for (drawn by :data:`groupdetr.reporting.figures.FIGURES`).
 FIGURES = FIGURE_KINDS
 #: metric families of a run's evaluation stats (``<family>/<stat>``): boxes (every task), instance masks,

@@ -306,3 +306,11 @@ def test_a_checkpoint_from_before_the_new_fields_resumes_and_evaluates(synth_roo
     other = load_config("cpu_small", run_overrides(synth_root, "train.freeze=[encoder]"))
     with pytest.raises(RunError, match="written under another config"):
         _restore(ckpt, other, model, optimizer, scheduler, run / rd.CHECKPOINT)
+    # killed after its last checkpoint, resumed under today's fields: the manifest takes the hash metrics.json gets
+    (run / rd.METRICS).unlink()
+    manifest = rd.read_json(run / rd.MANIFEST)
+    rd.atomic_write_json(run / rd.MANIFEST, {**manifest, "config_hash": "0" * 16})
+    train(cfg, run)
+    manifest = rd.read_json(run / rd.MANIFEST)
+    assert manifest["config_hash_before"] == ["0" * 16] and len(manifest["resumed"]) == 1
+    assert manifest["config_hash"] == rd.read_json(run / rd.METRICS)["config_hash"] == config_hash(cfg)
