@@ -3,7 +3,7 @@
 Subcommands:
     groupdetr config [RECIPE] [--set key=value ...]   print the resolved config (YAML)
     groupdetr recipes                                 list the shipped recipes
-    groupdetr train --config R [--set k=v] --out DIR  train (resumes; finished runs are kept)
+    groupdetr train --config R [--set k=v] [--set-from F] --out DIR  train (resumes; finished runs are kept)
     groupdetr eval RUN_OR_CKPT [--group g | --groups all] evaluate, any group alone (all: one job, one pass)
     groupdetr visualize RUN_OR_CKPT --out DIR [...]   predictions on val images; --groups all: query augmentation
     groupdetr pretrain [--config R] [--out FILE]      box-only backbone pretraining (cached)
@@ -12,6 +12,7 @@ Subcommands:
     groupdetr synth [--config R] [--out DIR]          render the embedded benchmark
     groupdetr bench [...]                             speed/memory benchmark of the group mechanics
     groupdetr gather --study S --runs R --out DIR     one study's runs -> tables, figures (results/S)
+    groupdetr equal-time --to RUN.. --measured-on RUN.. --out F   epochs of equal training time (Table 2)
     groupdetr notebook NB.ipynb [--out X --results D] execute a notebook headless (kept, also as HTML)
     groupdetr import-checkpoint SRC --out CKPT        the authors' Conditional/Group DETR checkpoint -> ours
 """
@@ -23,8 +24,8 @@ import os
 import sys
 
 from groupdetr.config import ConfigError, config_hash, dump_yaml, list_recipes, load_config
-from groupdetr.errors import (DatasetError, GatherError, NonFiniteLoss, NotebookError, NotebookFailed, RunError,
-                              StudyError, UsageError, WeightsError)
+from groupdetr.errors import (DatasetError, GatherError, InitFromError, NonFiniteLoss, NotebookError, NotebookFailed,
+                              RunError, StudyError, UsageError, WeightsError)
 
 __all__ = ["main", "build_parser"]
 
@@ -35,8 +36,21 @@ def _add_config_args(p: argparse.ArgumentParser, default: str | None = "cpu_smal
                    help="dotted override, repeatable, e.g. --set model.num_groups=3")
 
 
+def _add_set_from(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set-from", dest="set_from", action="append", default=[], metavar="FILE",
+                   help="dotted overrides from a file's 'overrides' mapping (e.g. the equal-training-time schedule "
+                        "`groupdetr equal-time` writes), applied after --set; repeatable")
+
+
+def _overrides(args) -> list[str]:
+    """``--set`` overrides, then those of every ``--set-from`` file."""
+    from groupdetr.config import read_override_file
+
+    return list(args.overrides) + [o for path in getattr(args, "set_from", []) for o in read_override_file(path)]
+
+
 def _cmd_config(args) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, _overrides(args))
     sys.stdout.write(f"# config hash {config_hash(cfg)}\n" + dump_yaml(cfg))
     return 0
 
@@ -64,7 +78,7 @@ def _cmd_train(args) -> int:
     from groupdetr.engine.trainer import train
 
     _setup_logging()
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, _overrides(args))
     metrics = train(cfg, args.out, command=sys.argv, restart=args.restart, tensorboard=args.tensorboard)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one copy of the result
         print(json.dumps(metrics, indent=1, sort_keys=True))
@@ -166,6 +180,18 @@ def _cmd_visualize(args) -> int:
     return 0
 
 
+def _cmd_equal_time(args) -> int:
+    from groupdetr.equal_time import equal_time_schedule, write_schedule
+
+    schedule = equal_time_schedule(args.to, args.measured_on)
+    write_schedule(schedule, args.out)
+    d, o = schedule["derived"], schedule["overrides"]
+    print(f"{args.out}: optim.epochs={o['optim.epochs']} optim.lr_drop={o['optim.lr_drop']} (to match "
+          f"{d['T_to']:.1f} s of training at {d['t_measured_per_epoch']:.1f} s per epoch: {d['epochs_to_match']:.2f} "
+          f"epochs; {d['E']} at 1x)")
+    return 0
+
+
 def _cmd_paper_tables(args) -> int:
     from groupdetr.reporting.paper import load_reported, write_paper_tables
 
@@ -227,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("config", help="print the resolved config of a recipe plus overrides")
     _add_config_args(p)
+    _add_set_from(p)
     p.set_defaults(func=_cmd_config)
     p = sub.add_parser("recipes", help="list shipped recipes")
     p.set_defaults(func=_cmd_recipes)
@@ -236,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "is not retrained; a run dir with another config is refused unless --restart. "
                                    "Multi-process: torchrun --nproc_per_node N -m groupdetr train ...")
     _add_config_args(p)
+    _add_set_from(p)
     p.add_argument("--out", required=True, help="run directory (a folder; created if absent)")
     p.add_argument("--restart", action="store_true", help="discard what --out holds and start over")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
@@ -343,6 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="K, when the file has no saved args (its query embedding holds K*N rows)")
     _add_config_args(p, default="paper_cdetr_r50_12ep")
     p.set_defaults(func=_cmd_import_checkpoint)
+    p = sub.add_parser("equal-time", help="derive the schedule that trains a model as long as another took (Table 2)",
+                       description="From finished runs' log.jsonl (training seconds per epoch): the epochs on which "
+                                   "the model of the --measured-on runs (e.g. the baseline at 1x) trains as long as "
+                                   "the --to runs took (e.g. Group DETR at 1x), rounded up; the lr drop keeps its "
+                                   "distance from the end. Writes a file for `groupdetr train --set-from`.")
+    p.add_argument("--to", nargs="+", required=True, metavar="RUN", help="finished runs whose training time to match")
+    p.add_argument("--measured-on", dest="measured_on", nargs="+", required=True, metavar="RUN",
+                   help="finished runs of the model to schedule, on its own schedule (seconds per epoch)")
+    p.add_argument("--out", required=True, help="the schedule file (YAML)")
+    p.set_defaults(func=_cmd_equal_time)
     p = sub.add_parser("paper-tables", help="reshape the paper's reported numbers into results/paper/*.csv")
     p.add_argument("--reported", default="results/paper/reported.csv", help="transcription CSV (with sources)")
     p.add_argument("--out", default="results/paper", help="output folder")
@@ -392,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as e:
         print(f"groupdetr: {e}", file=sys.stderr)
         return 2
-    except (StudyError, GatherError, NotebookError, UsageError, RunError) as e:  # refusals
+    except (StudyError, GatherError, NotebookError, UsageError, RunError, InitFromError) as e:  # refusals
         print(f"groupdetr: {e}", file=sys.stderr)
         return 2
     except (NonFiniteLoss, NotebookFailed) as e:

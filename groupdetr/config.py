@@ -38,6 +38,7 @@ __all__ = [
     "Config",
     "ModelConfig",
     "BackboneConfig",
+    "InitFromConfig",
     "MatcherConfig",
     "LossConfig",
     "PostprocessConfig",
@@ -54,8 +55,12 @@ __all__ = [
     "from_dict",
     "validate",
     "check_fields",
+    "check_parts",
     "to_dict",
+    "resolved",
     "apply_overrides",
+    "override_args",
+    "read_override_file",
     "config_hash",
     "list_recipes",
     "dump_yaml",
@@ -193,6 +198,20 @@ class DeformableConfig:
 
 
 @dataclass(frozen=True)
+class InitFromConfig:
+    """Start from a finished run (``model.init_from``): its whole model, or the named parts, loaded from that run
+    directory's checkpoint when training starts. A part is a top-level module of the detector, named as the
+    model names it (:data:`groupdetr.names.MODEL_PARTS`: ``backbone``, ``input_proj``, ``encoder``,
+    ``query_embed``, ``decoder``, ``class_embed``, ``bbox_embed`` ...). Parts not loaded start exactly as in a
+    fresh model of the same seed. The new run's ``manifest.json`` records the source run, its config hash and
+    the checkpoint's sha256; a run that is missing, unfinished, damaged or does not fit is refused with one
+    line. Resuming reads nothing from it (the run's own checkpoint holds every parameter)."""
+
+    run: str | None = None  # a finished run directory (checkpoint.pth, manifest.json, metrics.json); null: none
+    parts: tuple[str, ...] | None = None  # null: every part of the model; else names of names.MODEL_PARTS
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: BackboneConfig = BackboneConfig()
     hidden_dim: int = field(default=256, metadata=_at_least(1))
@@ -220,6 +239,7 @@ class ModelConfig:
     box3d_head: Box3DHeadConfig = Box3DHeadConfig()
     denoising: DenoisingConfig = DenoisingConfig()
     deformable: DeformableConfig = DeformableConfig()
+    init_from: InitFromConfig = InitFromConfig()  # initial weights from a finished run (all of it or some parts)
 
 
 @dataclass(frozen=True)
@@ -330,6 +350,9 @@ class TrainConfig:
     # cap for smoke runs (tiny workflows, CI); None = full epoch
     max_iters_per_epoch: int | None = field(default=None, metadata=_at_least(1, note="or null: the full epoch"))
     eval_backend: str = field(default="pycocotools", metadata=_choices(*names.COCO_BACKENDS))
+    # parts of the model (names.MODEL_PARTS) kept as they start: requires_grad off, left out of the optimizer
+    # (no optimizer state), unchanged by training (e.g. [backbone, input_proj, encoder]: paper Table 1)
+    freeze: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -464,6 +487,16 @@ def to_dict(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def resolved(cls, data: Any) -> dict | None:
+    """``data`` (a stored config section, e.g. a checkpoint's ``model_config``) read as section ``cls`` and
+    written back (:func:`to_dict`): fields added since it was written get their defaults, so it compares equal
+    to the same config resolved today. None when it is not a readable ``cls``."""
+    try:
+        return to_dict(from_dict(cls, data))
+    except (ConfigError, TypeError):
+        return None
+
+
 def config_hash(cfg: Config) -> str:
     """Short stable hash of the resolved config (sha256 of canonical JSON)."""
     blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
@@ -524,6 +557,36 @@ def _deep_merge(base: dict, diff: dict) -> dict:
     return out
 
 
+def override_args(overrides: dict[str, Any]) -> list[str]:
+    """``{"model.num_groups": 3}`` -> ``["model.num_groups=3"]`` (values as YAML flow scalars): the dotted
+    overrides a mapping stands for (a study's ``overrides:``, a file of ``--set-from``)."""
+    args = []
+    for key, value in overrides.items():
+        if isinstance(value, str):
+            text = value
+        else:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+            if text.endswith("\n..."):
+                text = text[: -len("\n...")]
+            text = text.removesuffix("...").strip()
+        args.append(f"{key}={text}")
+    return args
+
+
+def read_override_file(path: str | Path) -> list[str]:
+    """The dotted overrides of a file written for ``groupdetr train --set-from`` (e.g. the equal-training-time
+    schedule the workflow derives): a YAML mapping whose ``overrides`` entry maps dotted keys to values; any
+    other entry is its record of where they came from (``derived``). One ConfigError line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--set-from {path}: no such file")
+    data = _read_yaml(path)
+    overrides = data.get("overrides")
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise ConfigError(f"--set-from {path}: expected a mapping 'overrides' of dotted keys to values")
+    return override_args(overrides)
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply dotted ``key=value`` overrides; values are parsed as YAML (``3``, ``null``, ``[1,2]``)."""
     data = json.loads(json.dumps(data))
@@ -566,6 +629,20 @@ def check_fields(section, prefix: str = "") -> None:
                 raise ConfigError(allowed.message(name, item))
 
 
+def check_parts(key: str, parts: tuple[str, ...]) -> None:
+    """Refuse (ConfigError, one line naming ``key``) a list of model parts with a name that is not one of
+    :data:`groupdetr.names.MODEL_PARTS` (with the closest name), or a name twice. Whether the model of a config
+    has the part (``head`` needs a task with a head) is checked when it is built."""
+    for part in parts:
+        if part not in names.MODEL_PARTS:
+            close = difflib.get_close_matches(part, names.MODEL_PARTS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"parts: {', '.join(names.MODEL_PARTS)}"
+            raise ConfigError(f"{key}: unknown part {part!r} ({hint})")
+    twice = sorted({p for p in parts if parts.count(p) > 1})
+    if twice:
+        raise ConfigError(f"{key}: part {twice[0]!r} named twice")
+
+
 def validate(cfg: Config) -> Config:
     """Every field against its metadata (:func:`check_fields`), then the checks that relate several
     fields; raises ConfigError with one line."""
@@ -604,6 +681,16 @@ def validate(cfg: Config) -> Config:
     if m.backbone.name == "small_cnn" and any(c % 8 for c in m.backbone.channels):
         raise ConfigError(f"model.backbone.channels must be multiples of 8 (GroupNorm), got {list(m.backbone.channels)}")
     _check_dataset_keys(cfg.data.dataset, cfg.data, "data", SPLIT_PATH_KEYS)
+    init = m.init_from
+    if init.parts is not None:
+        if init.run is None:
+            raise ConfigError("model.init_from.parts needs model.init_from.run (the finished run to load them from)")
+        if not init.parts:
+            raise ConfigError("model.init_from.parts is empty; name the parts to load, or null for the whole model")
+        check_parts("model.init_from.parts", init.parts)
+    if init.run is not None and not init.run.strip():
+        raise ConfigError("model.init_from.run is empty; name a run directory, or null to start fresh")
+    check_parts("train.freeze", cfg.train.freeze)
     pt = cfg.pretrain
     if pt.dataset not in (None, *names.DATASETS):
         raise ConfigError(f"pretrain.dataset: {pt.dataset!r} is not one of null, {', '.join(names.DATASETS)}")

@@ -7,7 +7,7 @@ them under their old names (``groupdetr.data.DatasetError`` ...).
 from __future__ import annotations
 
 __all__ = ["DatasetError", "WeightsError", "StudyError", "GatherError", "NotebookError", "NotebookFailed",
-           "RunError", "NonFiniteLoss", "SynthError", "BenchError", "UsageError", "first_line"]
+           "RunError", "InitFromError", "NonFiniteLoss", "SynthError", "BenchError", "UsageError", "first_line"]
 
 
 def first_line(e: BaseException) -> str:
@@ -43,6 +43,11 @@ class NotebookFailed(RuntimeError):
 
 class RunError(RuntimeError):
     """The run cannot start or continue; one line saying why. Nothing in the run dir was changed."""
+
+
+class InitFromError(ValueError):
+    """The run to start from (``model.init_from``) is missing, unfinished, damaged, or its checkpoint does not fit
+    the model (a part it lacks, a parameter of another shape); one line naming the file. Nothing was written."""
 
 
 class NonFiniteLoss(RuntimeError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = ["BACKBONES", "SELF_ATTENTION", "ISOLATING_SELF_ATTENTION", "ASSIGNMENTS", "SINGLE_GROUP_ASSIGNMENTS", "COCO_BACKENDS", "TASKS",
            "DECODERS", "ANCHOR_DECODERS", "DECODER_TASKS", "INITS", "DN_SHARING", "DATASETS", "BY_PATHS", "AUGMENTATIONS", "AUTO_AUGMENTATION",
-           "DATASET_AUGMENTATION", "FIGURE_KINDS", "DEVICES"]
+           "DATASET_AUGMENTATION", "FIGURE_KINDS", "DEVICES", "MODEL_PARTS"]
 
 #: ``model.backbone.name``: :data:`groupdetr.model.backbone.BACKBONES`
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "small_cnn")
@@ -56,3 +56,12 @@ FIGURE_KINDS = ("ap_vs_k", "ap_vs_epoch", "per_group_ap", "instability", "varian
 #: ``device``: the names :func:`groupdetr.engine.distributed.resolve_device` resolves (``auto``: CUDA when
 #: present, else CPU); whether CUDA is there is checked when training or evaluation starts, not when reading
 DEVICES = ("auto", "cpu", "cuda")
+#: the parts of a detector that ``model.init_from.parts`` loads and ``train.freeze`` freezes: the top-level
+#: modules of :class:`groupdetr.model.detector.GroupDETR`, each named as the model names it (so a part is the
+#: prefix of its keys in a checkpoint's state dict), in the order of the data flow. ``head`` exists only for a
+#: task with a head (masks, 3D boxes), ``label_embed`` only with denoising queries; ``tests/test_parts.py``
+#: checks that every model's modules are these names. What the paper calls the encoder side of Conditional
+#: DETR (Table 1) is ``backbone``, ``input_proj`` and ``encoder``; the decoder side ``query_embed``,
+#: ``decoder``, ``class_embed``, ``bbox_embed`` (and ``head``, ``label_embed`` where present).
+MODEL_PARTS = ("backbone", "input_proj", "encoder", "query_embed", "label_embed", "decoder", "class_embed", "bbox_embed",
+               "head")

@@ -15,6 +15,8 @@ embedded benchmark and on COCO. Format (``workflows/config/studies.yaml``)::
       variants:                           # explicit variants (either or both)
         group_detr: {label: "Group DETR", paper_row: "(d)", overrides: {}}
         baseline: {overrides: {model.num_groups: 1}, reuse: other_study/K1}   # its runs: see below
+        retrain: {overrides: {train.freeze: [backbone]}, init_from: {variant: baseline, parts: [backbone]}}
+        longer: {overrides: {model.num_groups: 1}, equal_time: {to: group_detr, measured_on: baseline}}
       evaluations:
         per_group: {variants: [K11], groups: all}                 # eval/group{g}.json, g = 0..K-1
         nms: {variants: [naive_o2m], overrides: {postprocess.nms_iou: 0.7}}   # eval/nms.json
@@ -52,6 +54,16 @@ as the reused variant's under the workflow's preset (checked by :func:`check_reu
 key that differs), so a reuse can never silently stand for another experiment. A reusing variant declares no
 extra evaluations of its own (they belong to the study that owns the runs) and cannot itself be reused.
 
+**Runs that start from runs**: ``init_from: {variant: v, parts: [...]}`` starts each seed's run from the finished
+run of variant ``v`` of the same study and seed (``model.init_from``: those parts, or the whole model without
+``parts``; ``v`` may reuse another study's runs). The workflow makes that run an input of this one, so it is
+trained first and once. Freezing is an ordinary override (``train.freeze``).
+
+**Equal training time** (paper Table 2): ``equal_time: {to: b, measured_on: a}`` trains the variant for as many
+epochs as make its training time reach that of variant ``b``: ``groupdetr equal-time`` derives them from the
+finished runs' logged seconds (``b``'s total over ``a``'s per epoch; ``a`` is this variant's config on the
+preset's schedule) into :func:`schedule_file`, which the variant's runs read (``--set-from``).
+
 Run directories are ``{runs}/{study}/{variant}/seed{seed}`` (the engine's run-directory contract;
 :meth:`Study.run_path` follows reuses); extra evaluations land in ``<run>/eval/{name}.json``. Every error
 is one :class:`StudyError` line naming the study and the key.
@@ -65,7 +77,7 @@ from typing import Any
 
 import yaml
 
-from groupdetr.config import ConfigError, load_config
+from groupdetr.config import ConfigError, load_config, override_args  # override_args: re-exported
 from groupdetr.errors import StudyError
 from groupdetr.names import FIGURE_KINDS
 from groupdetr.rundir import run_dir  # re-exported: the contract's path of a run
@@ -75,6 +87,8 @@ __all__ = [
     "Evaluation",
     "EvalJob",
     "Variant",
+    "StartFrom",
+    "EqualTime",
     "Comparison",
     "Study",
     "FIGURES",
@@ -84,7 +98,22 @@ __all__ = [
     "run_dir",
     "override_args",
     "check_reuse",
+    "SCHEDULE",
+    "schedule_file",
 ]
+
+#: the file of a variant with ``equal_time``: the overrides of its derived schedule (``groupdetr equal-time``),
+#: beside its seeds' run directories: ``{runs}/{study}/{variant}/schedule.yaml``
+SCHEDULE = "schedule.yaml"
+#: the runs root under which :func:`load_studies` resolves the configs of variants that start from another run
+#: (the path enters ``model.init_from.run``; only equality between two variants' paths matters there)
+_RESOLVE_RUNS = "runs"
+
+
+def schedule_file(runs_root: str | Path, study: str, variant: str) -> Path:
+    """The derived schedule of ``variant`` (one with ``equal_time``), shared by all its seeds."""
+    return Path(runs_root) / study / variant / SCHEDULE
+
 
 #: figure kinds a study may ask for (drawn by :data:`groupdetr.reporting.figures.FIGURES`).
 FIGURES = FIGURE_KINDS
@@ -126,12 +155,33 @@ class EvalJob:
 
 
 @dataclass(frozen=True)
+class StartFrom:
+    """A variant's runs start from another variant's finished run of the same seed (``model.init_from``):
+    ``parts`` of it (None: the whole model); the workflow trains that run first."""
+
+    variant: str  # a variant of the same study (it may reuse another study's runs)
+    parts: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class EqualTime:
+    """A variant trained as long as another variant took (paper Table 2): its epochs are derived from the
+    finished runs' logged training seconds, ``to``'s total against ``measured_on``'s per epoch (a variant
+    with this variant's config on the preset's schedule), by ``groupdetr equal-time``."""
+
+    to: str
+    measured_on: str
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     overrides: tuple[str, ...]  # dotted key=value, after the study's common overrides
     label: str
     paper_row: str | None = None
     reuse: tuple[str, str] | None = None  # (study, variant) whose runs these are
+    init_from: StartFrom | None = None
+    equal_time: EqualTime | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +216,21 @@ class Study:
         reuse = self.variants[variant].reuse
         return run_dir(runs_root, *(reuse or (self.name, variant)), seed)
 
+    def start_run(self, runs_root: str | Path, variant: str, seed: int) -> Path | None:
+        """The run directory ``variant`` starts from at ``seed`` (its ``init_from`` variant's, same seed), or None."""
+        start = self.variants[variant].init_from
+        return None if start is None else self.run_path(runs_root, start.variant, seed)
+
+    def start_overrides(self, runs_root: str | Path, variant: str, seed: int) -> list[str]:
+        """The dotted overrides that start ``variant``'s run at ``seed`` from its ``init_from`` run (none without)."""
+        start = self.variants[variant].init_from
+        if start is None:
+            return []
+        spec = {"model.init_from.run": str(self.start_run(runs_root, variant, seed))}
+        if start.parts is not None:
+            spec["model.init_from.parts"] = list(start.parts)
+        return override_args(spec)
+
     def eval_jobs(self, variant: str, num_groups: int) -> list[EvalJob]:
         """The jobs that produce the extra evaluations of ``variant`` (K = ``num_groups``): one per evaluation,
         a per-group evaluation included (its groups in one job)."""
@@ -198,21 +263,6 @@ class Study:
                                      f"in variant {variant} (K={num_groups})")
                 out.append(Evaluation(name=f"group{int(g)}", group=int(g), overrides=overrides, job=name))
         return out
-
-
-def override_args(overrides: dict[str, Any]) -> list[str]:
-    """``{"model.num_groups": 3}`` -> ``["model.num_groups=3"]`` (values as YAML flow scalars)."""
-    args = []
-    for key, value in overrides.items():
-        if isinstance(value, str):
-            text = value
-        else:
-            text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-            if text.endswith("\n..."):
-                text = text[: -len("\n...")]
-            text = text.removesuffix("...").strip()
-        args.append(f"{key}={text}")
-    return args
 
 
 def _expect(cond: bool, msg: str) -> None:
@@ -282,6 +332,59 @@ def _parse_comparisons(where: str, spec: Any, variants: dict[str, Variant]) -> d
     return out
 
 
+#: the keys of an explicit variant
+_VARIANT_KEYS = {"label", "paper_row", "overrides", "reuse", "init_from", "equal_time"}
+
+
+def _start_from(where: str, vspec: dict) -> StartFrom | None:
+    """A variant's ``init_from: {variant: <name>, parts: [...]}`` (parts optional: the whole model)."""
+    spec = vspec.get("init_from")
+    if spec is None:
+        return None
+    _expect(isinstance(spec, dict) and "variant" in spec and set(spec) <= {"variant", "parts"},
+            f"{where}: init_from: keys are variant (required: the variant of this study whose run of the same seed "
+            f"it starts from) and parts")
+    parts = spec.get("parts")
+    _expect(parts is None or (isinstance(parts, list) and parts and all(isinstance(p, str) for p in parts)),
+            f"{where}: init_from.parts must be a non-empty list of part names, e.g. [backbone, input_proj, encoder]")
+    return StartFrom(variant=str(spec["variant"]), parts=None if parts is None else tuple(parts))
+
+
+def _equal_time(where: str, vspec: dict) -> EqualTime | None:
+    """A variant's ``equal_time: {to: <variant>, measured_on: <variant>}``."""
+    spec = vspec.get("equal_time")
+    if spec is None:
+        return None
+    _expect(isinstance(spec, dict) and set(spec) == {"to", "measured_on"},
+            f"{where}: equal_time: keys are to (the variant whose training time to match) and measured_on (the "
+            f"variant whose seconds per epoch this one has: its config on the preset's schedule)")
+    return EqualTime(to=str(spec["to"]), measured_on=str(spec["measured_on"]))
+
+
+def _check_starts(where: str, variants: dict[str, Variant]) -> None:
+    """``init_from`` and ``equal_time`` name other variants of the study; starts form no loop, and a schedule is
+    derived from variants whose own schedules are fixed."""
+    for v in variants.values():
+        if v.init_from is not None:
+            _expect(v.init_from.variant in variants,
+                    f"{where}: variant {v.name}: init_from.variant: unknown variant {v.init_from.variant!r}")
+            seen, current = [v.name], v.init_from.variant
+            while current is not None:
+                _expect(current not in seen, f"{where}: variant {v.name}: init_from loops through "
+                                             f"{' -> '.join([*seen, current])}")
+                seen.append(current)
+                start = variants[current].init_from
+                current = None if start is None else start.variant
+        if v.equal_time is not None:
+            for key in ("to", "measured_on"):
+                other = getattr(v.equal_time, key)
+                _expect(other in variants and other != v.name,
+                        f"{where}: variant {v.name}: equal_time.{key}: {other!r} is not another variant of the study")
+                _expect(variants[other].equal_time is None,
+                        f"{where}: variant {v.name}: equal_time.{key}: {other} has a derived schedule itself; "
+                        f"name a variant trained on the preset's schedule")
+
+
 def _parse_study(name: str, spec: Any) -> Study:
     where = f"study {name}"
     _expect(bool(_NAME.match(name)), f"{where}: name must be letters, digits, '_', '.', '+' or '-'")
@@ -309,8 +412,8 @@ def _parse_study(name: str, spec: Any) -> Study:
             variants[vname] = Variant(vname, tuple(override_args(overrides)), label=vname)
     for vname, vspec in (spec.get("variants") or {}).items():
         vspec = vspec or {}
-        _expect(isinstance(vspec, dict) and set(vspec) <= {"label", "paper_row", "overrides", "reuse"},
-                f"{where}: variant {vname}: keys are label, paper_row, overrides, reuse")
+        _expect(isinstance(vspec, dict) and set(vspec) <= _VARIANT_KEYS,
+                f"{where}: variant {vname}: keys are {', '.join(sorted(_VARIANT_KEYS))}")
         _expect(vname not in variants, f"{where}: variant {vname} defined twice")
         reuse = vspec.get("reuse")
         if reuse is not None:
@@ -320,9 +423,14 @@ def _parse_study(name: str, spec: Any) -> Study:
             _expect(parts[0] != name, f"{where}: variant {vname}: reuse names its own study")
             reuse = (parts[0], parts[1])
         overrides = {**common, **(vspec.get("overrides") or {})}
+        start, equal = _start_from(f"{where}: variant {vname}", vspec), _equal_time(f"{where}: variant {vname}", vspec)
+        _expect(reuse is None or (start is None and equal is None),
+                f"{where}: variant {vname}: reuses the runs of {'/'.join(reuse or ())}, so it cannot also say how they "
+                f"start (init_from) or how long they train (equal_time): that study's variant does")
         variants[vname] = Variant(vname, tuple(override_args(overrides)), label=str(vspec.get("label", vname)),
-                                  paper_row=vspec.get("paper_row"), reuse=reuse)
+                                  paper_row=vspec.get("paper_row"), reuse=reuse, init_from=start, equal_time=equal)
     _expect(bool(variants), f"{where}: no variants (give sweep or variants)")
+    _check_starts(where, variants)
     for vname in variants:
         _expect(bool(_NAME.match(vname)), f"{where}: variant name {vname!r} must be letters, digits, '_', '.', '+' or '-'")
 
@@ -417,8 +525,9 @@ def load_studies(path: str | Path, recipe: str | None = None, preset_overrides: 
         resolved = {}
         for study in studies.values():
             for v in study.variants.values():
+                overrides = list(v.overrides) + study.start_overrides(_RESOLVE_RUNS, v.name, 0)
                 try:
-                    resolved[study.name, v.name] = load_config(recipe, list(preset_overrides or []) + list(v.overrides))
+                    resolved[study.name, v.name] = load_config(recipe, list(preset_overrides or []) + overrides)
                 except ConfigError as e:
                     raise StudyError(f"study {study.name}, variant {v.name}: {e}") from None
         for study in studies.values():

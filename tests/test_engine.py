@@ -170,7 +170,7 @@ def test_a_checkpoint_from_before_a_model_field_existed_is_evaluated(synth_root,
         load_run_model(run, ["model.hidden_dim=64"], None)
     ckpt["model_config"]["bogus"] = 1
     save_checkpoint(run / rd.CHECKPOINT, ckpt)
-    with pytest.raises(RunError, match="its model config cannot be read .*unknown config key 'bogus'"):
+    with pytest.raises(RunError, match="its model config cannot be read"):
         load_run_model(run, [], None)
 
 

@@ -68,7 +68,7 @@ def test_the_config_validates_against_the_names():
                                     "groupdetr.reporting.study", "groupdetr.reporting.paper", "groupdetr.reporting.versus",
                                     "groupdetr.reporting.runs", "groupdetr.reporting.stats",
                                     "groupdetr.reporting.tables", "groupdetr.reporting.figures",
-                                    "groupdetr.reporting.gather"])
+                                    "groupdetr.reporting.gather", "groupdetr.reporting.cost", "groupdetr.equal_time"])
 def test_light_modules_import_no_heavy_library(module):
     """Reading a config or a study file (and starting the CLI) imports neither torch, torchvision nor
     pycocotools: every Snakemake parse and `groupdetr --help` pays only for what it uses."""

@@ -9,10 +9,11 @@ import pytest
 from groupdetr.cli import main as cli_main
 from groupdetr.reporting import study as S
 from groupdetr.reporting.notebooks import ENV, NotebookError, NotebookFailed, execute_notebook, paper_dir, results_root
-from study_fixtures import REPO, detectors_ap, dn_ap, heads_ap, k_ap, make_study_runs, studies, table7_ap
+from study_fixtures import (REPO, detectors_ap, dn_ap, heads_ap, make_cost_runs, make_study_runs, studies, table1_ap,
+                            table7_ap)
 
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("table7", "ablation_K", "main_results", "table5_6", "fig8", "detectors")
+NAMES = ("table7", "ablation_K", "main_results", "table5_6", "fig8", "detectors", "table1", "table2_fig7")
 
 
 def _paper(root):
@@ -29,11 +30,14 @@ def results(tmp_path_factory):
     root = _paper(tmp / "results")
     all_studies = studies()
     make_study_runs(tmp / "runs", all_studies["ablation_assignment"], [0, 1], ap_of=table7_ap)
-    make_study_runs(tmp / "runs", all_studies["ablation_K"], [0, 1], ap_of=k_ap)
+    # ablation_K with seconds and memory growing with K (Fig. 7), the training-time study with Table 2's hours
+    make_cost_runs(tmp / "runs", all_studies["ablation_K"], all_studies["ablation_training_time"], [0, 1])
+    make_study_runs(tmp / "runs", all_studies["ablation_enhancement"], [0, 1], ap_of=table1_ap)
     make_study_runs(tmp / "runs", all_studies["ablation_heads"], [0, 1], ap_of=heads_ap)
     make_study_runs(tmp / "runs", all_studies["ablation_dn"], [0, 1], ap_of=dn_ap)
     make_study_runs(tmp / "runs", all_studies["ablation_detectors"], [0, 1], ap_of=detectors_ap)
-    for name in ("ablation_assignment", "ablation_K", "ablation_heads", "ablation_dn", "ablation_detectors"):
+    for name in ("ablation_assignment", "ablation_K", "ablation_heads", "ablation_dn", "ablation_detectors",
+                 "ablation_enhancement", "ablation_training_time"):
         S.gather(all_studies[name], tmp / "runs", root / name, seeds=[0, 1])
     return root
 
@@ -99,7 +103,8 @@ def test_ablation_k_notebook(executed):
 
 def test_main_results_notebook(executed):
     text = _text(executed["main_results"])
-    assert "gathered studies: ablation_K, ablation_assignment, ablation_detectors, ablation_dn, ablation_heads" in text
+    assert ("gathered studies: ablation_K, ablation_assignment, ablation_detectors, ablation_dn, ablation_enhancement, "
+            "ablation_heads, ablation_training_time") in text
     assert "No COCO reproduction gathered yet" in text and "DINO-4scale" in text
     assert "ablation_assignment: group_detr - one_to_one" in text and "ablation_K: K11 - K1" in text
     assert "not COCO AP" in text and "+5.0 mAP" in text
@@ -138,6 +143,29 @@ def test_detectors_notebook(executed):
     assert _images(nb) == 3
 
 
+def test_table1_notebook(executed):
+    nb = executed["table1"]
+    text = _text(nb)
+    for number in ("40.6", "41.5", "42.9"):
+        assert number in text  # the paper's Table 1 beside ours
+    assert "(a) encoder fixed, decoder retrained with K=1" in text and "Starting model: C-DETR trained with K=1" in text
+    assert "paper order, best first: c > b > a" in text and "our order,   best first: c > b > a" in text
+    assert "(b) over (a): groups enhance the decoder (encoder fixed)" in text and "confirms_paper" in text
+    assert "sign matches the paper in 2 of 2 comparisons" in text and "not COCO AP" in text
+    assert _images(nb) == 2
+
+
+def test_table2_fig7_notebook(executed):
+    nb = executed["table2_fig7"]
+    text = _text(nb)
+    assert "baseline_equal_time" in text and "34.4" in text and "5.8" in text  # Table 2's longer baseline
+    assert "Group DETR at 1x over the baseline trained as long" in text
+    assert "sign matches the paper in 3 of 3 comparisons" in text
+    # Fig. 7: K = 11 over K = 1 from the fixtures' logs (1.56 / 1.06 s per 10 iterations, +100 MiB), the paper's beside
+    assert "K = 11 over K = 1: time per iteration x 1.47 (paper x 1.22), peak memory +100 MiB (paper +1.2 GB" in text
+    assert _images(nb) == 2
+
+
 def test_executed_copies_are_written_and_the_sources_stay_clean(executed, executed_dir):
     for name in NAMES:
         copy = nbformat.read(executed_dir / f"{name}.ipynb", as_version=4)
@@ -160,6 +188,12 @@ def test_notebooks_say_when_nothing_is_gathered(tmp_path):
         assert "sign matches" not in texts[name]  # nothing of ours to compare
     assert "45.0" in texts["table5_6"] and "39.7" in texts["table5_6"]  # the paper's side still shows
     assert "40.6" in texts["fig8"] and "dn_on_groups" in texts["fig8"]  # the study's deltas before any run
+    assert "Study `ablation_enhancement` not gathered yet" in texts["table1"]
+    assert "42.9" in texts["table1"] and "encoder Group, decoder Group" in texts["table1"]  # the paper's side
+    assert "Study `ablation_training_time` not gathered yet" in texts["table2_fig7"]
+    assert "Study `ablation_K` not gathered yet" in texts["table2_fig7"]
+    assert "baseline longer" in texts["table2_fig7"] and "1.7" in texts["table2_fig7"]  # Table 2, Sec. 3.2
+    assert "group_over_equal_time" in texts["table2_fig7"]  # the study's deltas before any run
 
 
 def test_a_failing_cell_is_one_line_and_the_executed_copy_is_kept(tmp_path, capsys):

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 
 from groupdetr.reporting import study as S
-from groupdetr.reporting.paper import gains, load_reported, main_results, reported_value, table5, table6, table7
+from groupdetr.reporting.paper import (gains, load_reported, main_results, reported_value, table1, table2, table5, table6,
+                                       table7)
 from groupdetr.reporting.versus import main_results_comparison, paper_rows, rank_agreement, table7_comparison
+from groupdetr.config import load_config
 from groupdetr.studies import StudyError, load_studies, run_dir
 from reporting_fixtures import (SEEDS, all_studies, aruns, assignment, dnstudy, druns, heads, hruns,  # noqa: F401
                                 kstudy, runs_root)
@@ -81,6 +83,11 @@ def test_main_results_comparison_only_reproduces_coco_runs(reported, aruns):
     assert row["n_baseline"] == 3 and row["ours_baseline_mAP"] == pytest.approx(o2o)
     assert row["ours_gain"] == pytest.approx(gd - o2o) and row["delta_group_detr"] == pytest.approx(gd - 37.6)
     assert reported_value(reported, "Fig4", "mAP_median_over_groups") == 37.5
+    # Table 1's runs (started from another run, parts frozen) are no reproduction of Table 3's rows
+    started = coco.assign(init_from="results/runs/ablation_K/K1/seed0", config_hash=coco["config_hash"] + "x")
+    frozen = coco.assign(frozen="backbone,input_proj,encoder", config_hash=coco["config_hash"] + "y")
+    again = main_results_comparison(main, pd.concat([coco, started, frozen]))
+    assert again[again["n_baseline"] > 0]["n_baseline"].tolist() == [3]
 
 
 def test_table5_table6_from_the_transcription(reported):
@@ -108,7 +115,15 @@ def _paper_deltas(reported) -> dict[tuple[str, str], tuple[str, float]]:
     dab, dn = t3.loc["DAB-DETR"], t3.loc["DN-DETR"]
     fig8 = reported_value(reported, "Fig8", "mAP_gain_over_GroupDETR")
     assert fig8 == round(dn["group_detr"] - dab["group_detr"], 1)  # the text's +1.5 is Table 3's difference
+    t1 = table1(reported).set_index("row")["mAP"]
+    t2 = table2(reported)
+    t2 = t2[(t2["detector"] == "C-DETR") & (t2["schedule"] == 12)].set_index("arm")["mAP"]  # our preset's 1x
     return {
+        ("ablation_enhancement", "decoder"): ("Table1", t1["b"] - t1["a"]),
+        ("ablation_enhancement", "encoder"): ("Table1", t1["c"] - t1["b"]),
+        ("ablation_training_time", "group_over_equal_time"): ("Table2", t2["w/ Group"] - t2["baseline longer"]),
+        ("ablation_training_time", "equal_time_over_1x"): ("Table2", t2["baseline longer"] - t2["baseline"]),
+        ("ablation_training_time", "group_over_1x"): ("Table2", t2["w/ Group"] - t2["baseline"]),
         ("ablation_K", "K11_over_K1"): ("Table3", t3.loc["C-DETR", "gain"]),
         ("ablation_assignment", "d_over_a"): ("Table7", t7["d"] - t7["a"]),
         ("ablation_assignment", "b_over_a"): ("Table7", t7["b"] - t7["a"]),
@@ -301,7 +316,37 @@ def test_the_projects_reuses_are_the_same_experiments():
                       ("ablation_detectors", "dab_K1"): ("ablation_dn", "dab"),
                       ("ablation_detectors", "dab_K11"): ("ablation_dn", "dab_group"),
                       ("ablation_detectors", "dn_K1"): ("ablation_dn", "dab_dn"),
-                      ("ablation_detectors", "dn_K11"): ("ablation_dn", "dab_dn_group")}
+                      ("ablation_detectors", "dn_K11"): ("ablation_dn", "dab_dn_group"),
+                      ("ablation_enhancement", "start"): ("ablation_K", "K1"),
+                      ("ablation_training_time", "baseline_1x"): ("ablation_K", "K1"),
+                      ("ablation_training_time", "group_1x"): ("ablation_K", "K11")}
+
+
+def test_table1_starts_from_the_k1_runs_and_table2_derives_its_schedule():
+    """Table 1's retrained rows start from ablation_K's K = 1 run of the same seed, encoder side only (the decoder
+    side is a fresh model's), (a) and (b) with it frozen; Table 2's longer baseline is the 1x baseline's config
+    with an equal_time schedule matched to the K = 11 runs."""
+    s = load_studies(STUDIES, "cpu_study", [])
+    t1 = s["ablation_enhancement"]
+    encoder_side = ("backbone", "input_proj", "encoder")
+    assert {v.paper_row: v.name for v in t1.variants.values() if v.paper_row} == {
+        "(a)": "enc_fixed_dec_K1", "(b)": "enc_fixed_dec_K11", "(c)": "enc_dec_K11"}
+    for name, k, frozen in (("enc_fixed_dec_K1", 1, encoder_side), ("enc_fixed_dec_K11", 11, encoder_side),
+                            ("enc_dec_K11", 11, ())):
+        v = t1.variants[name]
+        assert v.init_from.variant == "start" and v.init_from.parts == encoder_side
+        assert t1.start_run("R", name, 3) == run_dir("R", "ablation_K", "K1", 3)
+        cfg = load_config("cpu_study", list(v.overrides) + t1.start_overrides("R", name, 3))
+        assert (cfg.model.num_groups, cfg.train.freeze) == (k, frozen)
+        assert (cfg.model.init_from.run, cfg.model.init_from.parts) == (str(run_dir("R", "ablation_K", "K1", 3)),
+                                                                        encoder_side)
+    assert t1.start_overrides("R", "start", 0) == [] and t1.start_run("R", "start", 0) is None
+    assert {(c.a, c.b) for c in t1.comparisons.values()} == {("enc_fixed_dec_K1", "enc_fixed_dec_K11"),
+                                                             ("enc_fixed_dec_K11", "enc_dec_K11")}
+    t2 = s["ablation_training_time"]
+    longer = t2.variants["baseline_equal_time"]
+    assert (longer.equal_time.to, longer.equal_time.measured_on) == ("group_1x", "baseline_1x")
+    assert longer.overrides == t2.variants["baseline_1x"].overrides  # the same config but for the schedule
 
 
 _BASE = """\
@@ -345,3 +390,44 @@ def test_comparison_and_metric_errors_are_one_line(tmp_path, extra, message):
                     "  figures:\n    comparisons: {}\n    variants: {metric: segm/AP}\n")
     c = load_studies(path)["s"].comparisons["c"]
     assert (c.label, c.paper_delta, c.paper_note) == ("b - a", 3.0, None)
+
+
+_STARTS = """\
+s:
+  variants:
+    base: {overrides: {model.num_groups: 1}}
+    k3: {overrides: {model.num_groups: 3}}
+"""
+
+
+@pytest.mark.parametrize("variant, message", [
+    ("{init_from: {variant: nope}}", "study s: variant v: init_from.variant: unknown variant 'nope'"),
+    ("{init_from: {parts: [encoder]}}", "study s: variant v: init_from: keys are variant (required"),
+    ("{init_from: {variant: base, parts: []}}", "study s: variant v: init_from.parts must be a non-empty list"),
+    ("{init_from: {variant: v}}", "study s: variant v: init_from loops through v -> v"),
+    ("{init_from: {variant: base}, reuse: other/x}", "reuses the runs of other/x, so it cannot also say how they start"),
+    ("{equal_time: {to: k3}}", "study s: variant v: equal_time: keys are to"),
+    ("{equal_time: {to: k3, measured_on: v}}", "equal_time.measured_on: 'v' is not another variant of the study"),
+    ("{equal_time: {to: nope, measured_on: base}}", "equal_time.to: 'nope' is not another variant of the study"),
+    ("{equal_time: {to: k3, measured_on: base}}\n    w: {equal_time: {to: v, measured_on: base}}",
+     "study s: variant w: equal_time.to: v has a derived schedule itself"),
+])
+def test_starts_and_schedules_that_cannot_be_are_one_line(tmp_path, variant, message):
+    path = tmp_path / "studies.yaml"
+    path.write_text(_STARTS + f"    v: {variant}\n")
+    with pytest.raises(StudyError) as e:
+        load_studies(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_start_loop_and_a_misspelt_part_are_refused(tmp_path):
+    path = tmp_path / "studies.yaml"
+    path.write_text(_STARTS + "    a: {init_from: {variant: b}}\n    b: {init_from: {variant: a}}\n")
+    with pytest.raises(StudyError, match="variant a: init_from loops through a -> b -> a"):
+        load_studies(path)
+    path.write_text(_STARTS + "    c: {init_from: {variant: k3}}\n    d: {init_from: {variant: c, parts: [encodr]}}\n")
+    s = load_studies(path)["s"]  # a chain is fine: d starts from c, which starts from k3
+    assert s.start_run("R", "d", 1) == run_dir("R", "s", "c", 1) and s.start_run("R", "c", 1) == run_dir("R", "s", "k3", 1)
+    with pytest.raises(StudyError, match="study s, variant d: model.init_from.parts: unknown part 'encodr' "
+                                         "\\(did you mean 'encoder'\\?\\)"):
+        load_studies(path, "cpu_small", [])

@@ -62,7 +62,8 @@ def test_dry_run_of_the_default_targets(tmp_path, target):
     if target is None:  # every study and notebook
         # every reused run trained once: K1, K11 seeds 0-2 serve three studies, seeds 3-4 two
         assert jobs["train"] == 33 + (4 + 10) + 12 + 12 and jobs["evaluate"] == 3 + 5
-        assert jobs["gather"] == 4 and jobs["notebook"] == 6  # detectors.ipynb too (its study is not a default one)
+        # detectors, table1, table2_fig7 too (their studies are no default ones: the notebooks say "not gathered")
+        assert jobs["gather"] == 4 and jobs["notebook"] == 8
         # the measured benchmark's folder: keyed by what the images depend on, not moved by a new data.* key
         assert "data/synth/synth-64px-2dc81e7b63" in proc.stdout
 
@@ -72,8 +73,35 @@ def test_tiny_config_keeps_its_job_set(tmp_path):
     jobs = job_counts(snakemake("-n", "--cores", "2", *tiny_config(tmp_path), cwd=tmp_path / "wd").stdout)
     # K1, K11 (= Table 7's Group DETR), naive o2m, seg K11, 3D K1, DAB+DN+groups at seed 0; every group of K11
     # (one job) and naive o2m + NMS; every notebook
-    assert jobs == {"synth": 1, "pretrain": 1, "train": 6, "evaluate": 2, "gather": 4, "notebook": 6, "all": 1,
-                    "total": 21}
+    assert jobs == {"synth": 1, "pretrain": 1, "train": 6, "evaluate": 2, "gather": 4, "notebook": 8, "all": 1,
+                    "total": 23}
+
+
+def test_runs_started_from_runs_and_derived_schedules_are_dependencies(tmp_path):
+    """Table 1's retrained runs take ablation_K's K = 1 run of their seed as input (trained once, there) and start
+    from it; Table 2's longer baseline reads the schedule that one equal_time job derives from the finished K = 11
+    and K = 1 runs. The whole DAG is known before anything runs."""
+    proc = snakemake("-n", "-p", "--cores", "all", "results/ablation_enhancement", "results/ablation_training_time",
+                     cwd=tmp_path)
+    jobs = job_counts(proc.stdout)
+    # K1 x 5 seeds and K11 x 3 (ablation_K's), Table 1 rows (a)-(c) x 5, the longer baseline x 3
+    assert jobs["train"] == 5 + 3 + 15 + 3 and jobs["equal_time"] == 1 and jobs["gather"] == 2
+    blocks = proc.stdout.split("\n\n")
+    job = next(b for b in blocks if "wildcards: study=ablation_enhancement, variant=enc_fixed_dec_K11, seed=3" in b)
+    inputs = next(line for line in job.splitlines() if line.strip().startswith("input:"))
+    assert "results/runs/ablation_K/K1/seed3/metrics.json" in inputs and "seed0" not in inputs
+    assert "--set model.init_from.run=results/runs/ablation_K/K1/seed3 " in job
+    assert "--set 'model.init_from.parts=[backbone, input_proj, encoder]'" in job
+    assert "--set 'train.freeze=[backbone, input_proj, encoder]'" in job
+    assert "results/runs/ablation_enhancement/start" not in proc.stdout  # the start is ablation_K's run
+    (derive,) = [b for b in blocks if "rule equal_time:" in b]
+    to = " ".join(f"results/runs/ablation_K/K11/seed{s}" for s in range(3))
+    measured = " ".join(f"results/runs/ablation_K/K1/seed{s}" for s in range(3))
+    assert f"equal-time --to {to} --measured-on {measured} --out " in derive
+    schedule = "results/runs/ablation_training_time/baseline_equal_time/schedule.yaml"
+    longer = next(b for b in blocks if "variant=baseline_equal_time, seed=1" in b)
+    assert schedule in next(line for line in longer.splitlines() if line.strip().startswith("input:"))
+    assert f"--set-from {schedule} --out results/runs/ablation_training_time/baseline_equal_time/seed1" in longer
 
 
 def test_the_demo_plans_the_whole_pipeline_small(tmp_path):

@@ -16,7 +16,7 @@ import torch
 
 from groupdetr import rundir as rd
 
-__all__ = ["save_checkpoint", "load_checkpoint", "checksum_path", "recorded_checksums", "CheckpointDamaged"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_checkpoint_with_digest", "checksum_path", "recorded_checksums", "CheckpointDamaged"]
 
 
 class CheckpointDamaged(ValueError):
@@ -76,13 +76,18 @@ def load_checkpoint(path: Path) -> dict:
     """``torch.load(weights_only=True)`` (tensors and plain containers only) of a checkpoint whose sha256 is
     the recorded one; CheckpointDamaged when it is empty or another. A checkpoint without a record is
     loaded unchecked."""
+    return load_checkpoint_with_digest(path)[0]
+
+
+def load_checkpoint_with_digest(path: Path) -> tuple[dict, str]:
+    """:func:`load_checkpoint` and the sha256 of the bytes it loaded (for a record of where weights came from:
+    ``model.init_from``), from one read of the file."""
     data = Path(path).read_bytes()
     if not data:
         raise CheckpointDamaged("the file is empty")
+    digest = hashlib.sha256(data).hexdigest()
     accepted = recorded_checksums(path)
-    if accepted is not None:
-        digest = hashlib.sha256(data).hexdigest()
-        if digest not in accepted:
-            raise CheckpointDamaged(f"sha256 {digest[:12]}... is not the {accepted[0][:12]}... recorded in "
-                                    f"{checksum_path(path).name} when it was written: the file is damaged")
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if accepted is not None and digest not in accepted:
+        raise CheckpointDamaged(f"sha256 {digest[:12]}... is not the {accepted[0][:12]}... recorded in "
+                                f"{checksum_path(path).name} when it was written: the file is damaged")
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), digest

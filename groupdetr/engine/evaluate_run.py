@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from groupdetr.build import build_all
-from groupdetr.config import Config, ConfigError, ModelConfig, apply_overrides, from_dict, to_dict
+from groupdetr.config import Config, ModelConfig, apply_overrides, from_dict, resolved, to_dict
 from groupdetr.config import validate as validate_config
 from groupdetr.data import build_dataset
 from groupdetr import rundir as rd
@@ -58,11 +58,10 @@ def load_run_model(target: Path, overrides: list[str], group: int | None):
         raise RunError(f"{path} is not a groupdetr checkpoint (no config or model state)")
     extra = list(overrides) + ([f"model.eval_group={group}"] if group is not None else [])
     cfg = validate_config(from_dict(Config, apply_overrides(ckpt["config"], extra)))
-    try:  # read with today's defaults: a field added since the checkpoint was written is no architecture change
-        saved = to_dict(from_dict(ModelConfig, ckpt["model_config"]))
-    except ConfigError as e:
-        raise RunError(f"{path}: its model config cannot be read ({e})") from None
-    changed = {k for k, v in to_dict(cfg.model).items() if k != "eval_group" and v != saved.get(k)}
+    stored = resolved(ModelConfig, ckpt.get("model_config"))  # fields added since it was written: defaults
+    if stored is None:
+        raise RunError(f"{path}: its model config cannot be read as today's model config")
+    changed = {k for k, v in to_dict(cfg.model).items() if k != "eval_group" and v != stored.get(k)}
     if changed:
         raise RunError(f"overrides change the architecture of the checkpoint (model.{', model.'.join(sorted(changed))})")
     info = init_distributed(cfg.device)

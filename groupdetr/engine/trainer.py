@@ -43,16 +43,18 @@ from torch.utils.data import DistributedSampler
 
 import groupdetr
 from groupdetr.build import build_all, build_optimizer, loss_weights
-from groupdetr.config import Config, config_hash, dump_yaml, from_dict, to_dict
+from groupdetr.config import Config, ModelConfig, config_hash, dump_yaml, from_dict, resolved, to_dict
 from groupdetr.data import build_dataset, build_loader
 from groupdetr.data.coco import resolve_num_classes
 from groupdetr import rundir as rd
 from groupdetr.engine.checkpoint import load_checkpoint, save_checkpoint
 from groupdetr.engine.distributed import DistInfo, all_gather_objects, barrier, init_distributed
 from groupdetr.engine.board import Board, epoch_scalars, global_step, step_scalars
+from groupdetr.engine.init_from import load_init_from
 from groupdetr.engine.loop import epoch_iterations, evaluate, matching_instability, train_one_epoch
 from groupdetr.engine.memory import peak_memory_mib
 from groupdetr.engine.progress import RunClock
+from groupdetr.model.parts import freeze_parts
 from groupdetr.errors import DatasetError, NonFiniteLoss, RunError, UsageError, first_line
 from groupdetr.pretrain.run import resolve_backbone_weights, weights_provenance
 from groupdetr.tasks import TASKS
@@ -208,9 +210,12 @@ def _repair_log(out: Path, start: int) -> list[dict] | None:
 
 
 def _restore(ckpt: dict, cfg: Config, model, optimizer, scheduler, path: Path) -> tuple[int, dict]:
-    if ckpt.get("model_config") != to_dict(cfg.model):
+    # The checkpoint's configs are read as config.yaml is (check_run_dir): a field added since it was written
+    # takes its default, so a run started before a new config field existed resumes after it.
+    if resolved(ModelConfig, ckpt.get("model_config")) != to_dict(cfg.model):
         raise RunError(f"{path} is a checkpoint of another model; it does not match model.* of this config")
-    if ckpt.get("config_hash") != config_hash(cfg):
+    stored = resolved(Config, ckpt.get("config"))
+    if (stored is None or stored != to_dict(cfg)) and ckpt.get("config_hash") != config_hash(cfg):
         raise RunError(f"{path} was written under another config; pass --restart to start over")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -287,6 +292,10 @@ def _train(cfg: Config, out: Path, command: list[str] | None, restart: bool, ten
     build_cfg = _initial_weights(cfg, info, resuming)
     torch.manual_seed(cfg.seed)
     model, criterion, postprocess = build_all(build_cfg, val_ds.coco.dataset["categories"])
+    # model.init_from overwrites the named parts of the fresh model (the rest stays as this seed made it); a
+    # resumed run's checkpoint holds every parameter. Frozen parts are set before the optimizer sees them.
+    started_from = None if resuming else load_init_from(model, cfg.model.init_from)
+    freeze_parts(model, cfg.train.freeze)
     scorers = TASKS[cfg.model.task].scorers(cfg, val_ds.coco)
     model.to(info.device)
     optimizer = build_optimizer(model, cfg)
@@ -308,12 +317,18 @@ def _train(cfg: Config, out: Path, command: list[str] | None, restart: bool, ten
             out.mkdir(parents=True, exist_ok=True)
             rd.atomic_write_text(out / rd.CONFIG, dump_yaml(cfg))
             rd.atomic_write_json(out / rd.MANIFEST, {**manifest(cfg, info, command or sys.argv),
-                                                     "backbone_weights": weights_provenance(build_cfg.model.backbone.weights)})
+                                                     "backbone_weights": weights_provenance(build_cfg.model.backbone.weights),
+                                                     "init_from": started_from})
         else:
             if repaired is not None:
                 rd.write_jsonl(out / rd.LOG, repaired)
             m = rd.read_json(out / rd.MANIFEST)
             m.setdefault("resumed", []).append(dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+            if m.get("config_hash") != config_hash(cfg):
+                # the same config (check_run_dir compared them field by field) hashed with fields added since the
+                # run started: metrics.json will carry the new hash, so the manifest does too, keeping the old one
+                m.setdefault("config_hash_before", []).append(m.get("config_hash"))
+                m["config_hash"] = config_hash(cfg)
             rd.atomic_write_json(out / rd.MANIFEST, m)
     barrier()
     net = torch.nn.parallel.DistributedDataParallel(model) if info.world_size > 1 else model

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["FIGURES", "plot_ap_vs_k", "plot_ap_vs_epoch", "plot_per_group", "plot_instability", "plot_variants",
-           "plot_comparisons"]
+           "plot_comparisons", "plot_cost_vs_k"]
 
 
 def _figure(width: float = 5.0, height: float = 3.4) -> Figure:
@@ -189,6 +189,40 @@ def plot_comparisons(table: pd.DataFrame, dataset: str | None = None) -> Figure:
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(f"Effects: ours ({dataset or 'gathered runs'}) beside the paper's reported deltas", fontsize=10)
     ax.legend(fontsize=8)
+    return fig
+
+
+def plot_cost_vs_k(cost: pd.DataFrame, dataset: str | None = None) -> Figure:
+    """Paper Fig. 7: training time per iteration relative to K = 1 and the extra peak memory over K = 1, against
+    K (:func:`groupdetr.reporting.cost.cost_vs_k`, mean ± 95 % CI over seeds), with the paper's values (diamonds)
+    where :func:`groupdetr.reporting.versus.fig7_comparison` put them beside ours (its memory in GB on a GPU,
+    ours in MiB on ``dataset``'s device: compare shapes, not sizes)."""
+    _need(cost, "training cost per K")
+    fig = _figure(8.0, 3.4)
+    time_ax, mem_ax = fig.subplots(1, 2)
+    base = float(cost.loc[cost["K"] == 1, "sec_per_iter"].iloc[0]) if (cost["K"] == 1).any() else np.nan
+    time_ax.errorbar(cost["K"], cost["time_vs_K1"], yerr=cost["sec_per_iter_ci95"] / base, fmt="o-",
+                     color=_color(0), capsize=3, label="ours")
+    mem_ax.errorbar(cost["K"], cost["extra_memory_mib"], yerr=cost["peak_memory_mib_ci95"], fmt="o-",
+                    color=_color(0), capsize=3, label="ours (MiB)")
+    if "paper_time_vs_K1" in cost and cost["paper_time_vs_K1"].notna().any():
+        paper = cost[cost["paper_time_vs_K1"].notna()]
+        time_ax.scatter(paper["K"], paper["paper_time_vs_K1"], marker="D", color=_color(1), zorder=3,
+                        label="paper (min per epoch, 8x A100)")
+    if "paper_extra_memory_gb" in cost and cost["paper_extra_memory_gb"].notna().any():
+        paper = cost[cost["paper_extra_memory_gb"].notna()]
+        gb = mem_ax.twinx()
+        gb.scatter(paper["K"], paper["paper_extra_memory_gb"], marker="D", color=_color(1), zorder=3,
+                   label="paper (GB, GPU)")
+        gb.set_ylabel("paper: extra memory, GB")
+        gb.legend(fontsize=7, loc="lower right")
+    time_ax.set_ylabel("training time per iteration / K = 1")
+    mem_ax.set_ylabel("extra peak memory over K = 1, MiB")
+    for ax in (time_ax, mem_ax):
+        ax.set_xlabel("K (groups)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Training cost against K (paper Fig. 7; ours: {dataset or 'gathered runs'})", fontsize=10)
     return fig
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["COLUMNS", "load_reported", "table7", "main_results", "gains", "table5", "table6", "write_paper_tables",
-           "reported_value"]
+__all__ = ["COLUMNS", "load_reported", "table7", "table1", "table2", "training_cost", "main_results", "gains", "table5",
+           "table6", "write_paper_tables", "reported_value"]
 
 COLUMNS = ("table", "setting", "detector", "backbone", "epochs", "K", "assignment", "self_attention", "dn", "task",
            "metric", "value", "source")
@@ -42,6 +42,75 @@ def table7(reported: pd.DataFrame) -> pd.DataFrame:
     info = t.groupby("row").first()[["K", "assignment", "self_attention", "source"]]
     out = wide.join(info).reset_index()
     return out.sort_values("row").reset_index(drop=True)
+
+
+def table1(reported: pd.DataFrame) -> pd.DataFrame:
+    """Paper Table 1 (C-DETR R50, encoder from a C-DETR trained 50 ep): rows (a) encoder fixed, decoder retrained
+    with one group; (b) encoder fixed, decoder retrained with groups; (c) encoder and decoder retrained with groups.
+    One row per row with mAP, APs, APm, APl, K, setting, source (a study says which variant stands for which row
+    with ``paper_row``)."""
+    t = reported[reported["table"] == "Table1"].copy()
+    if t.empty:
+        raise ValueError("reported numbers: no rows of table 'Table1'")
+    t["K"] = pd.to_numeric(t["K"]).astype(int)
+    t["row"] = t["setting"].str.extract(r"\(([a-c])\)", expand=False)
+    t["setting"] = t["setting"].str.extract(r"\([a-c]\)\s*(.*)$", expand=False)
+    wide = t.pivot_table(index="row", columns="metric", values="value", aggfunc="first")[_AP]
+    info = t.groupby("row").first()[["K", "setting", "source"]]
+    return wide.join(info).reset_index().sort_values("row").reset_index(drop=True)
+
+
+#: the arms of Table 2, as its settings name them (and a study's ``paper_row`` says)
+TABLE2_ARMS = ("baseline", "baseline longer", "w/ Group")
+
+
+def table2(reported: pd.DataFrame) -> pd.DataFrame:
+    """Paper Table 2 (8x A100, R50, COCO val2017): per detector and 1x schedule (12 or 50 ep), the baseline at 1x,
+    the baseline on a longer schedule of about Group DETR's training time, and Group DETR at 1x. Columns:
+    detector, schedule (the 1x epochs), arm (:data:`TABLE2_ARMS`), epochs, K, train_hours, mAP, APs, APm, APl,
+    source. The longer rows' epochs (15, 60) are the caption's (the transcription notes the mapping as inferred)."""
+    t = reported[reported["table"] == "Table2"].copy()
+    if t.empty:
+        raise ValueError("reported numbers: no rows of table 'Table2'")
+    t["arm"] = np.select([t["setting"].str.contains("baseline longer"), t["setting"].str.contains("w/ Group"),
+                          t["setting"].str.contains("baseline")], ["baseline longer", "w/ Group", "baseline"], "")
+    keys = ["detector", "arm", "epochs"]
+    wide = t.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
+    wide.columns.name = None
+    info = t.groupby(keys, sort=False).agg(K=("K", "first"), source=("source", lambda x: max(x.astype(str), key=len)))
+    wide = wide.merge(info.reset_index(), on=keys)
+    one_x = wide[wide["arm"] != "baseline longer"]
+    # a longer baseline belongs to the largest 1x schedule of its detector not above its own epochs
+    wide["schedule"] = [e if arm != "baseline longer" else
+                        int(one_x[(one_x["detector"] == d) & (one_x["epochs"] <= e)]["epochs"].max())
+                        for d, arm, e in zip(wide["detector"], wide["arm"], wide["epochs"])]
+    wide["arm"] = pd.Categorical(wide["arm"], TABLE2_ARMS, ordered=True)
+    order = {d: i for i, d in enumerate(dict.fromkeys(t["detector"]))}
+    wide = wide.sort_values(["detector", "schedule", "arm"], key=lambda c: c.map(order) if c.name == "detector" else c)
+    wide["arm"] = wide["arm"].astype(str)
+    wide = wide.astype({"schedule": int, "epochs": int, "K": int})
+    cols = ["detector", "schedule", "arm", "epochs", "K", "train_hours_8xA100", *_AP, "source"]
+    return wide[cols].rename(columns={"train_hours_8xA100": "train_hours"}).reset_index(drop=True)
+
+
+def training_cost(reported: pd.DataFrame) -> pd.DataFrame:
+    """The paper's training cost against K (Sec. 3.2, Fig. 7): per detector, K = 1 and K = 11, minutes per epoch
+    on 8x A100, the time relative to K = 1, and the extra training memory over K = 1 in GB (0 at K = 1 by
+    definition; with memory-efficient attention). Columns: detector, K, min_per_epoch, time_vs_K1,
+    extra_memory_gb."""
+    t = reported[reported["table"].isin(["Sec3.2", "Sec3.2/Fig7"])].copy()
+    t["K"] = pd.to_numeric(t["K"]).astype(int)  # the transcription's K column also holds words elsewhere
+    if t.empty:
+        raise ValueError("reported numbers: no rows of Sec. 3.2 (training time and memory)")
+    rows = []
+    for detector, g in t.groupby("detector", sort=False):
+        minutes = g[g["metric"] == "train_min_per_epoch"].set_index("K")["value"]
+        extra = g[g["metric"] == "extra_train_memory_GB"].set_index("K")["value"]
+        for k in sorted(set(minutes.index) | set(extra.index) | {1}):
+            rows.append({"detector": detector, "K": int(k), "min_per_epoch": float(minutes.get(k, np.nan)),
+                         "time_vs_K1": float(minutes.get(k, np.nan) / minutes.get(1, np.nan)),
+                         "extra_memory_gb": 0.0 if k == 1 else float(extra.get(k, np.nan))})
+    return pd.DataFrame(rows)
 
 
 def main_results(reported: pd.DataFrame) -> pd.DataFrame:

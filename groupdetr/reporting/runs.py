@@ -30,8 +30,8 @@ __all__ = ["PROVENANCE", "COLUMNS", "collect"]
 #: provenance columns on every row of :func:`collect`, in order.
 PROVENANCE = ("study", "variant", "label", "paper_row", "seed", "run_dir", "config_hash", "git_commit", "git_dirty",
               "recipe", "dataset", "detector", "backbone", "num_groups", "num_queries", "assignment",
-              "self_attention", "task", "decoder", "denoising", "eval_group", "nms_iou", "epochs", "device",
-              "world_size", "groupdetr_version")
+              "self_attention", "task", "decoder", "denoising", "init_from", "frozen", "eval_group", "nms_iou", "epochs",
+              "device", "world_size", "groupdetr_version")
 #: every column of :func:`collect`.
 COLUMNS = PROVENANCE + ("evaluation", "epoch", "metric", "value")
 
@@ -154,6 +154,9 @@ def _provenance(study: Study, variant, seed: int, run: Path, cfg: dict, manifest
         "self_attention": _get(cfg, "model.self_attention", cfg_path),
         "task": model.get("task", "detection"), "decoder": model.get("decoder", "conditional"),
         "denoising": _denoising(model),
+        # a run started from another run's weights, or with frozen parts, is no plain training from scratch
+        "init_from": (model.get("init_from") or {}).get("run"),
+        "frozen": ",".join((cfg.get("train") or {}).get("freeze") or ()),
         "eval_group": _get(cfg, "model.eval_group", cfg_path), "nms_iou": _get(cfg, "postprocess.nms_iou", cfg_path),
         "epochs": _get(cfg, "optim.epochs", cfg_path), "device": manifest.get("device"),
         "world_size": manifest.get("world_size"),

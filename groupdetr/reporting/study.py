@@ -12,6 +12,8 @@ This module re-exports the reporting modules, one concern each:
   paper-style table, AP x 100), :func:`as_points`, and the gathered README's text.
 - :mod:`groupdetr.reporting.figures`: ``plot_*`` (matplotlib object API, no pyplot state; PNG via Agg) and
   the registry ``FIGURES`` of the figure kinds a study may ask for.
+- :mod:`groupdetr.reporting.cost`: :func:`run_costs`, :func:`cost_vs_k` (paper Fig. 7), :func:`training_time_table`
+  (paper Table 2): training seconds, seconds per iteration and peak memory from the runs' logs.
 - :mod:`groupdetr.reporting.gather`: :func:`gather`, all of the above written atomically into one folder;
   :func:`read_gathered`, :func:`read_comparisons`, :func:`find_gathered`, :func:`read_all_gathered`.
 
@@ -23,8 +25,9 @@ from __future__ import annotations
 
 # _png and _check_overrides are no API: re-exported for the tests that reach them through this module.
 from groupdetr.errors import GatherError
-from groupdetr.reporting.figures import (_png, plot_ap_vs_epoch, plot_ap_vs_k, plot_comparisons, plot_instability,
-                                         plot_per_group, plot_variants)
+from groupdetr.reporting.cost import cost_vs_k, run_costs, training_time_table
+from groupdetr.reporting.figures import (_png, plot_ap_vs_epoch, plot_ap_vs_k, plot_comparisons, plot_cost_vs_k,
+                                         plot_instability, plot_per_group, plot_variants)
 from groupdetr.reporting.gather import find_gathered, gather, read_all_gathered, read_comparisons, read_gathered
 from groupdetr.reporting.runs import COLUMNS, PROVENANCE, _check_overrides, collect
 from groupdetr.reporting.stats import (COMPARISON_COLUMNS, comparisons_table, effect, effects_table,
@@ -59,6 +62,10 @@ __all__ = [
     "plot_instability",
     "plot_variants",
     "plot_comparisons",
+    "plot_cost_vs_k",
+    "run_costs",
+    "cost_vs_k",
+    "training_time_table",
     "gather",
     "read_gathered",
     "read_comparisons",

@@ -12,7 +12,8 @@ from scipy import stats as st
 
 from groupdetr.errors import GatherError
 
-__all__ = ["paper_rows", "table7_comparison", "rank_agreement", "main_results_comparison"]
+__all__ = ["paper_rows", "table7_comparison", "table1_comparison", "table2_comparison", "fig7_comparison",
+           "rank_agreement", "main_results_comparison"]
 
 
 def _ours(summary: pd.DataFrame, variant: str, evaluation: str, metric: str) -> dict:
@@ -37,6 +38,50 @@ def paper_rows(summary: pd.DataFrame) -> dict[str, str]:
                 raise GatherError(f"variants {out[key]!r} and {variant!r} both say paper_row {row!r}")
             out[key] = variant
     return out
+
+
+def table1_comparison(paper1: pd.DataFrame, summary: pd.DataFrame, metric: str = "bbox/AP") -> pd.DataFrame:
+    """Paper Table 1 rows (a)-(c) (:func:`groupdetr.reporting.paper.table1`) beside our ``ablation_enhancement``
+    summary, joined by each variant's ``paper_row``: the columns of :func:`table7_comparison` (the starting model
+    has no paper row: it is the study's own row of the summary)."""
+    return table7_comparison(paper1, summary, metric)
+
+
+def table2_comparison(paper2: pd.DataFrame, times: pd.DataFrame, detector: str = "C-DETR", schedule: int = 12,
+                      metric: str = "bbox/AP") -> pd.DataFrame:
+    """Paper Table 2's rows of ``detector`` at the 1x ``schedule`` (:func:`groupdetr.reporting.paper.table2`) beside
+    our training-time study (:func:`groupdetr.reporting.cost.training_time_table`), joined by each variant's
+    ``paper_row`` (the arm: baseline, baseline longer, w/ Group). Columns: arm, paper_epochs, paper_hours,
+    paper_time_vs_1x (hours over the 1x baseline's), paper_mAP, variant (None: not run), label, epochs,
+    train_hours, time_vs_1x (ours, over our first variant's), ours, ours_ci (``metric`` x 100), n."""
+    p = paper2[(paper2["detector"] == detector) & (paper2["schedule"] == schedule)]
+    if p.empty:
+        raise GatherError(f"the paper's Table 2 has no rows of {detector} at {schedule} epochs")
+    base_hours = float(p.loc[p["arm"] == "baseline", "train_hours"].iloc[0])
+    ours = times.set_index("paper_row") if len(times) else pd.DataFrame()
+    rows = []
+    for r in p.itertuples(index=False):
+        o = ours.loc[r.arm] if r.arm in ours.index else None
+        rows.append({"arm": r.arm, "paper_epochs": int(r.epochs), "paper_hours": float(r.train_hours),
+                     "paper_time_vs_1x": float(r.train_hours) / base_hours, "paper_mAP": float(r.mAP),
+                     "variant": None if o is None else o["variant"], "label": None if o is None else o["label"],
+                     "epochs": math.nan if o is None else int(o["epochs"]),
+                     "train_hours": math.nan if o is None else float(o["train_hours"]),
+                     "time_vs_1x": math.nan if o is None else float(o["time_vs_first"]),
+                     "ours": math.nan if o is None else 100 * float(o[metric]),
+                     "ours_ci": math.nan if o is None else 100 * float(o[f"{metric}_ci95"]),
+                     "n": 0 if o is None else int(o["n"])})
+    return pd.DataFrame(rows)
+
+
+def fig7_comparison(cost: pd.DataFrame, paper_cost: pd.DataFrame, detector: str = "C-DETR") -> pd.DataFrame:
+    """Our cost against K (:func:`groupdetr.reporting.cost.cost_vs_k`) with the paper's values of ``detector``
+    beside it where it reports them (:func:`groupdetr.reporting.paper.training_cost`: K = 1 and 11):
+    ``paper_time_vs_K1`` (minutes per epoch over K = 1's) and ``paper_extra_memory_gb``; NaN at other K."""
+    p = paper_cost[paper_cost["detector"] == detector][["K", "min_per_epoch", "time_vs_K1", "extra_memory_gb"]]
+    p = p.rename(columns={"min_per_epoch": "paper_min_per_epoch", "time_vs_K1": "paper_time_vs_K1",
+                          "extra_memory_gb": "paper_extra_memory_gb"})
+    return cost.merge(p, on="K", how="left")
 
 
 def table7_comparison(paper7: pd.DataFrame, summary: pd.DataFrame, metric: str = "bbox/AP") -> pd.DataFrame:
@@ -80,6 +125,14 @@ def rank_agreement(comparison: pd.DataFrame) -> dict:
             "kendall_tau": tau}
 
 
+def _trained_from_scratch(runs: pd.DataFrame) -> pd.Series:
+    """Rows of runs that trained every part from its usual start: not started from another run
+    (``model.init_from``), nothing frozen (``train.freeze``). Runs gathered before those columns existed are."""
+    started = runs["init_from"].notna() if "init_from" in runs else pd.Series(False, index=runs.index)
+    frozen = runs["frozen"].fillna("").astype(str).ne("") if "frozen" in runs else pd.Series(False, index=runs.index)
+    return ~(started | frozen)
+
+
 def _arm_means(final: pd.DataFrame, arm: pd.Series) -> pd.DataFrame:
     keys = ["detector", "backbone", "epochs"]
     sel = final[arm]
@@ -96,10 +149,12 @@ def main_results_comparison(main: pd.DataFrame, runs: pd.DataFrame, metric: str 
     assignment, Group DETR = K 11 with group assignment and separate self-attention. Adds
     ``ours_baseline_mAP``, ``ours_group_detr_mAP``, ``ours_gain``, ``delta_baseline``,
     ``delta_group_detr`` (ours - paper, mAP points) and ``n_baseline``, ``n_group_detr`` (seeds);
-    NaN / 0 where nothing was reproduced. Runs gathered twice (same config hash and seed) count once.
+    NaN / 0 where nothing was reproduced. Runs gathered twice (same config hash and seed) count once; runs started
+    from another run or with frozen parts (Table 1's) are no reproduction of these rows.
     """
     keys = ["detector", "backbone", "epochs"]
     final = runs[(runs["evaluation"] == "final") & (runs["metric"] == metric) & (runs["dataset"] == "coco")]
+    final = final[_trained_from_scratch(final)]
     final = final.drop_duplicates(["config_hash", "seed"])
     baseline = final["num_groups"] == 1  # one group: every assignment is DETR's one-to-one matching
     group = (final["num_groups"] == 11) & (final["assignment"] == "group") & (final["self_attention"] == "separate")

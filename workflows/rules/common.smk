@@ -18,7 +18,7 @@ from snakemake.utils import validate
 from groupdetr.config import PRETRAIN_WEIGHTS, ConfigError, load_config, to_dict
 from groupdetr.pretrain.cache import pretrain_spec
 from groupdetr.rundir import METRICS, eval_file, run_dir
-from groupdetr.studies import StudyError, check_reuse, load_studies, parse_seeds
+from groupdetr.studies import SCHEDULE, StudyError, check_reuse, load_studies, parse_seeds, schedule_file
 
 REPO = Path(workflow.current_basedir).parent.parent
 
@@ -137,8 +137,11 @@ def run_path(study, variant, seed):
 
 
 def run_overrides(study, variant, seed):
-    """The full dotted overrides of one run, after the preset's recipe."""
-    return base_overrides() + list(STUDIES[study].variants[variant].overrides) + [f"seed={seed}"]
+    """The full dotted overrides of one run, after the preset's recipe: a variant that starts from another
+    variant's run (init_from) names that run of the same seed (model.init_from.run)."""
+    spec = STUDIES[study]
+    return (base_overrides() + list(spec.variants[variant].overrides)
+            + spec.start_overrides(config["runs"], variant, seed) + [f"seed={seed}"])
 
 
 @cache
@@ -226,6 +229,50 @@ def pretrain_command(wildcards, output, threads):
             f"{set_args(PRETRAINED[wildcards.name])} --out {shlex.quote(str(output[0]))}")
 
 
+def start_input(wildcards):
+    """The finished run a variant starts from (init_from), as a dependency between runs: its metrics.json, so
+    that run is trained first and once (a reused one under the study that owns it). ancient(): a re-made
+    metrics.json of the same run must not retrain the runs started from it, which `groupdetr train` would find
+    finished anyway (their manifests record the sha256 of the checkpoint they started from)."""
+    run = STUDIES[wildcards.study].start_run(config["runs"], wildcards.variant, int(wildcards.seed))
+    return [] if run is None else [ancient(str(run / METRICS))]
+
+
+def variant_schedule(study, variant):
+    """The derived schedule file of a variant with equal_time (shared by its seeds), or None."""
+    if STUDIES[study].variants[variant].equal_time is None:
+        return None
+    return str(schedule_file(config["runs"], study, variant))
+
+
+def schedule_input(wildcards):
+    """A run's derived schedule (equal_time) as input: written once its reference runs are finished."""
+    path = variant_schedule(wildcards.study, wildcards.variant)
+    return [] if path is None else [path]
+
+
+def equal_time_runs(study, variant):
+    """(runs to match, runs measured) of a variant with equal_time, over the study's selected seeds."""
+    spec = STUDIES[study].variants[variant].equal_time
+    if spec is None:
+        fail(f"study {study}: variant {variant} has no equal_time")
+    seeds = study_seeds(study)
+    return ([run_path(study, spec.to, s) for s in seeds], [run_path(study, spec.measured_on, s) for s in seeds])
+
+
+def equal_time_inputs(wildcards):
+    to, measured = equal_time_runs(wildcards.study, wildcards.variant)
+    return [str(r / METRICS) for r in to + measured]
+
+
+def equal_time_command(wildcards, output):
+    """`groupdetr equal-time`: the epochs of equal training time from the finished runs' logged seconds."""
+    to, measured = equal_time_runs(wildcards.study, wildcards.variant)
+    runs = lambda rs: " ".join(shlex.quote(str(r)) for r in rs)
+    return (f"{groupdetr_command()} equal-time --to {runs(to)} --measured-on {runs(measured)} "
+            f"--out {shlex.quote(str(output[0]))}")
+
+
 def train_command(wildcards, threads):
     """One training run; through torchrun when the preset asks for more than one GPU."""
     run_config(wildcards.study, wildcards.variant)  # resolvable under this preset (one line if not)
@@ -236,8 +283,10 @@ def train_command(wildcards, threads):
     overrides = run_overrides(wildcards.study, wildcards.variant, int(wildcards.seed))
     weights = pretrained_backbone(wildcards.study, wildcards.variant)
     overrides += [f"model.backbone.weights={weights}"] if weights is not None else []
+    schedule = variant_schedule(wildcards.study, wildcards.variant)
+    set_from = "" if schedule is None else f"--set-from {shlex.quote(schedule)} "
     return (f"OMP_NUM_THREADS={threads} {launcher} train -c {shlex.quote(preset()['recipe'])} {set_args(overrides)} "
-            f"--out {shlex.quote(str(run))}")
+            f"{set_from}--out {shlex.quote(str(run))}")
 
 
 def eval_command(wildcards):
