@@ -49,7 +49,7 @@ def test_dry_run_of_the_default_targets(tmp_path, target):
     if target == "results/ablation_K":
         # K = 1..11 x 3 seeds; every group of K=11 alone, all groups of a run in one job
         assert jobs["train"] == 33 and jobs["evaluate"] == 3
-        assert "eval results/runs/ablation_K/K11/seed0 --groups 0 1 2 3 4 5 6 7 8 9 10 " in proc.stdout
+        assert "eval results/runs/ablation_K/K11/seed0 --groups 0 1 2 3 4 5 6 7 8 9 10 --no-detections " in proc.stdout
     if target == "results/ablation_assignment":
         # Table 7 rows (a)-(d) x 5 seeds ((a), (d): ablation_K's K1, K11 runs); o2m with NMS
         assert jobs["train"] == 20 and jobs["evaluate"] == 5

@@ -292,12 +292,14 @@ def train_command(wildcards, threads):
 def eval_command(wildcards):
     """`groupdetr eval` of one finished run for one named extra evaluation; a per-group evaluation is one job
     (one forward per batch for all groups when self-attention keeps them apart) writing group{g}.json for
-    each group and the index {evaluation}.json."""
+    each group and the index {evaluation}.json. Per-group jobs keep stats only (--no-detections: 11 groups' boxes
+    would be several times the checkpoint; `groupdetr eval RUN --group g` writes any group's); other evaluations
+    (e.g. NMS) write their detections beside their stats."""
     (job,) = [j for j in evaluations(wildcards.study, wildcards.variant) if j.name == wildcards.evaluation] or [None]
     if job is None:
         fail(f"study {wildcards.study}: no evaluation {wildcards.evaluation!r} for variant {wildcards.variant}")
     run = run_path(wildcards.study, wildcards.variant, int(wildcards.seed))
-    groups = "" if job.groups is None else " --groups " + " ".join(map(str, job.groups))
+    groups = "" if job.groups is None else " --groups " + " ".join(map(str, job.groups)) + " --no-detections"
     out = eval_file(run, job.name)
     return f"{groupdetr_command()} eval {shlex.quote(str(run))}{groups} {set_args(job.overrides)} --out {shlex.quote(str(out))}"
 
