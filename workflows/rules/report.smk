@@ -38,8 +38,8 @@ rule notebook:
         notebook=str(REPO / "notebooks" / "{notebook}.ipynb"),
         studies=[f"{config['out']}/{s}" for s in default_studies()],
     output:
-        f"{config['out']}/notebooks/{{notebook}}.ipynb",
-        report(f"{config['out']}/notebooks/{{notebook}}.html", caption="../report/notebook.rst", category="notebooks",
+        notebook=f"{config['out']}/notebooks/{{notebook}}.ipynb",
+        html=report(f"{config['out']}/notebooks/{{notebook}}.html", caption="../report/notebook.rst", category="notebooks",
                labels={"notebook": "{notebook}"}),
     log:
         f"{config['logs']}/notebooks/{{notebook}}.log",
@@ -50,4 +50,4 @@ rule notebook:
     conda:
         "../envs/groupdetr.yaml"
     shell:
-        "{params.command} {input.notebook} --out {output[0]} > {log} 2>&1"
+        "{params.command} {input.notebook} --out {output.notebook} > {log} 2>&1"
