@@ -21,7 +21,8 @@ embedded benchmark and on COCO. Format (``workflows/config/studies.yaml``)::
         per_group: {variants: [K11], groups: all}                 # eval/group{g}.json, g = 0..K-1
         nms: {variants: [naive_o2m], overrides: {postprocess.nms_iou: 0.7}}   # eval/nms.json
       figures:
-        ap_vs_k: {}
+        ap_vs_k: {}                       # the paper's K=11 endpoint: the comparison of K1 and K11
+        per_group_ap: {variant: K11, paper: {table: Fig4, median: 37.5, spread: 0.1}}   # the paper's Fig. 4 band
         ap_vs_epoch: {variants: [K1, K11], metric: bbox/AP}   # metric: optional, default bbox/AP
         comparisons: {}                   # the declared comparisons beside the paper's deltas
         query_augmentation: {variant: K11, seed: 0, images: [2, 3], agreement_images: all}   # from its checkpoint
@@ -32,19 +33,22 @@ embedded benchmark and on COCO. Format (``workflows/config/studies.yaml``)::
           a: seg_K1
           b: seg_K11
           metric: segm/AP                 # <family>/<stat>, family one of bbox, segm, 3d
-          paper: {table: Table6, delta: 1.2, note: "Mask2Former R50 12 ep mask mAP 38.5 -> 39.7"}
+          paper: {table: Table6, base: 38.5, delta: 1.2, note: "Mask2Former R50 12 ep mask mAP 38.5 -> 39.7"}
 
 **Metrics** are the keys of a run's ``metrics.json``: ``bbox/AP`` ... for every task, ``segm/AP`` ... for
 ``model.task=instance_segmentation``, ``3d/mAP``, ``3d/NDS``, ``3d/ATE`` ... for ``detection_3d``
 (:data:`METRIC_FAMILIES`). A study's ``metrics`` list chooses the gathered table's columns, so a study whose
-variants predict different things shows each head's own metric (a variant without a metric shows "–"); the
-values are shown x 100, so list fractions (AP, NDS), not errors in metres.
+variants predict different things shows each head's own metric (a variant without a metric shows "–"); each in
+its unit (:func:`groupdetr.reporting.units.metric_unit`: AP and NDS in points, x 100; 3D errors in m and rad).
 
 **Comparisons** declare, as data, which effects a study reports: ``groupdetr gather`` writes one row per
 comparison to ``comparisons.csv`` (Welch 95 % CI of mean(b) - mean(a), sign, significance) with the paper's
-reported delta (``paper.delta``, in the paper's points, e.g. 1.5 mAP; optional) and whether the signs match,
-and a section of the study's ``README.md``. ``paper.table`` names the artefact as in
-``results/paper/reported.csv`` (``Table5``, ``Fig8`` ...); ``paper.note`` says where the delta comes from.
+reported delta (``paper.delta``, in the metric's reported unit: points for AP, e.g. 1.5 mAP; optional) and
+whether the signs match, and a section of the study's ``README.md``. ``paper.base`` (optional) is the paper's
+value of ``a``, the baseline its delta is over: with it the effect is also compared relative to the baseline
+(in % of it), the axis on which the paper's COCO numbers and ours compare. ``paper.table`` names the artefact as
+in ``results/paper/reported.csv`` (``Table5``, ``Fig8`` ...); ``paper.note`` says where the numbers come from.
+Both numbers are transcriptions: a test holds each against ``reported.csv``.
 
 **Reused runs**: a variant that is the same experiment as another study's variant (the one-to-one
 baseline is ``ablation_K``'s K1, Table 7's row (a), and the heads study's 2D K=1) says so with
@@ -125,6 +129,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _METRIC = re.compile(r"^([A-Za-z0-9]+)/[A-Za-z0-9@._-]+$")
 #: keys of one figure entry: the variants it draws (``variants``, or one ``variant``) and its metric.
 _FIGURE_KEYS = {"variants", "variant", "metric"}
+#: the figure kinds that draw a band of the paper's that no comparison holds, and the keys of their
+#: ``paper:`` entry (``table`` as in ``results/paper/reported.csv``; numbers in the metric's unit): Fig. 4's
+#: median over the groups and its ± spread.
+_FIGURE_PAPER_KEYS = {"per_group_ap": {"table", "median", "spread"}}
 #: keys of the figure kinds drawn from a run's checkpoint rather than from the long table: the run (``variant``,
 #: required; ``seed``, default the first gathered one), the val images drawn (``images``: ids) and those the
 #: printed agreement is pooled over (``agreement_images``: a count or ``all``; default the drawn ones).
@@ -187,7 +195,8 @@ class Variant:
 @dataclass(frozen=True)
 class Comparison:
     """An effect a study reports: mean(``b``) - mean(``a``) of the final ``metric`` over seeds, beside the
-    paper's reported delta of the same comparison (``paper_delta``, in the paper's points; None: not reported)."""
+    paper's reported delta of the same comparison (``paper_delta``, in the metric's reported unit: points for AP;
+    None: not reported) and the paper's value of ``a`` it is over (``paper_base``; None: not given)."""
 
     name: str
     a: str
@@ -197,6 +206,7 @@ class Comparison:
     paper_table: str | None = None
     paper_delta: float | None = None
     paper_note: str | None = None
+    paper_base: float | None = None
 
 
 @dataclass(frozen=True)
@@ -317,18 +327,20 @@ def _parse_comparisons(where: str, spec: Any, variants: dict[str, Variant]) -> d
         _expect(cspec["a"] != cspec["b"], f"{at}: a and b are the same variant {cspec['a']!r}")
         metric = _check_metric(cspec["metric"], at)
         paper = cspec.get("paper")
-        table = delta = note = None
+        table = delta = note = base = None
         if paper is not None:
-            _expect(isinstance(paper, dict) and "table" in paper and set(paper) <= {"table", "delta", "note"},
-                    f"{at}.paper: keys are table (required), delta, note")
-            table, delta, note = str(paper["table"]), paper.get("delta"), paper.get("note")
-            _expect(delta is None or (isinstance(delta, (int, float)) and not isinstance(delta, bool)),
-                    f"{at}.paper.delta must be a number (the paper's points, e.g. 1.5)")
+            _expect(isinstance(paper, dict) and "table" in paper and set(paper) <= {"table", "delta", "base", "note"},
+                    f"{at}.paper: keys are table (required), delta, base, note")
+            table, delta, note, base = str(paper["table"]), paper.get("delta"), paper.get("note"), paper.get("base")
+            _expect(delta is None or _is_number(delta), f"{at}.paper.delta must be a number (the paper's points, e.g. 1.5)")
+            _expect(base is None or (_is_number(base) and base > 0),
+                    f"{at}.paper.base must be a positive number (the paper's value of a, e.g. 32.6)")
             delta = None if delta is None else float(delta)
+            base = None if base is None else float(base)
             note = None if note is None else str(note)
         out[cname] = Comparison(name=cname, a=cspec["a"], b=cspec["b"], metric=metric,
                                 label=str(cspec.get("label", f"{cspec['b']} - {cspec['a']}")),
-                                paper_table=table, paper_delta=delta, paper_note=note)
+                                paper_table=table, paper_delta=delta, paper_note=note, paper_base=base)
     return out
 
 
@@ -465,10 +477,12 @@ def _parse_study(name: str, spec: Any) -> Study:
     for fname, fspec in figures.items():
         _expect(fname in FIGURES, f"{where}: unknown figure {fname!r} (known: {', '.join(FIGURES)})")
         fspec = fspec or {}
-        keys = _CHECKPOINT_FIGURE_KEYS.get(fname, _FIGURE_KEYS)
+        keys = _CHECKPOINT_FIGURE_KEYS.get(fname, _FIGURE_KEYS | ({"paper"} if fname in _FIGURE_PAPER_KEYS else set()))
         _expect(isinstance(fspec, dict) and set(fspec) <= keys, f"{where}: figures.{fname}: keys are {', '.join(sorted(keys))}")
         if fname in _CHECKPOINT_FIGURE_KEYS:
             _check_checkpoint_figure(fspec, f"{where}: figures.{fname}", seeds)
+        if "paper" in fspec:
+            _check_figure_paper(fspec["paper"], _FIGURE_PAPER_KEYS[fname], f"{where}: figures.{fname}.paper")
         figures[fname] = fspec
         variants_drawn = fspec.get("variants", [])
         _expect(isinstance(variants_drawn, list), f"{where}: figures.{fname}.variants must be a list")
@@ -482,6 +496,18 @@ def _parse_study(name: str, spec: Any) -> Study:
     return Study(name=name, description=str(spec.get("description", "")), paper=spec.get("paper"),
                  seeds=tuple(seeds), variants=variants, evaluations=evaluations, figures=figures,
                  metrics=metrics, comparisons=comparisons)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_figure_paper(spec: Any, keys: set[str], where: str) -> None:
+    """A figure's ``paper:`` entry: all of ``keys``, ``table`` a name, the others numbers (one line otherwise)."""
+    _expect(isinstance(spec, dict) and set(spec) == keys, f"{where}: keys are {', '.join(sorted(keys))}")
+    _expect(isinstance(spec["table"], str), f"{where}.table must name the paper's artefact, e.g. Fig4")
+    for k in sorted(keys - {"table"}):
+        _expect(_is_number(spec[k]), f"{where}.{k} must be a number (the paper's, in the metric's unit)")
 
 
 def _check_checkpoint_figure(spec: dict, where: str, seeds: list[int]) -> None:

@@ -96,8 +96,9 @@ def test_table7_notebook(executed, results):
 def test_ablation_k_notebook(executed):
     text = _text(executed["ablation_K"])
     assert "AP(K11) - AP(K1) = +5.0 points" in text and "significant: True" in text
+    assert "paper (Table3): +5.0 points on 32.6, +15.3 % of K = 1" in text  # the comparable axis
     assert "flat from K = 6" in text and "paper: stable once K reaches 11" in text
-    assert "paper (COCO): 37.5 ± 0.1" in text and "over 11 groups" in text
+    assert "paper (COCO): 37.5 ± 0.1, ± 0.27 %" in text and "over 11 groups" in text
     assert _images(executed["ablation_K"]) == 4
 
 
@@ -117,7 +118,8 @@ def test_table5_6_notebook(executed):
         assert paper_number in text  # the paper's Tables 5 and 6
     assert "sign matches the paper in 4 of 4 comparisons; significant on the paper's side in 3 of 4" in text  # 2 seeds
     assert "Ours: the embedded benchmark" in text and "not COCO or nuScenes scores" in text
-    assert "| Row | Variant | n | bbox/AP | bbox/AP50 | segm/AP | segm/AP50 | 3d/mAP | 3d/NDS |" in text
+    assert ("| Row | Variant | n | bbox/AP (points) | bbox/AP50 (points) | segm/AP (points) | segm/AP50 (points) "
+            "| 3d/mAP (points) | 3d/NDS (points) |") in text
     assert "Instance segmentation: K=11 over K=1" in text and "3d/NDS" in text
     assert _images(nb) == 1
 

@@ -19,8 +19,8 @@ def test_gather_writes_every_file(tmp_path, assignment, kstudy, runs_root, aruns
     out = tmp_path / "results" / "ablation_assignment"
     paths = S.gather(assignment, runs_root, out)
     names = {p.name for p in paths}
-    assert names == {"runs.csv", "summary.csv", "effects.csv", "comparisons.csv", "table.md", "table.tex", "README.md",
-                     *(f"{k}.png" for k in assignment.figures)}
+    assert names == {"runs.csv", "summary.csv", "effects.csv", "comparisons.csv", "comparisons.tex", "table.md",
+                     "table.tex", "README.md", *(f"{k}.png" for k in assignment.figures)}
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
     for name in names:
         if name.endswith(".png"):
@@ -33,6 +33,24 @@ def test_gather_writes_every_file(tmp_path, assignment, kstudy, runs_root, aruns
     assert "0123456789abcdef" in readme and "groupdetr gather --study ablation_assignment" in readme
     assert (out / "table.md").read_text() in readme
     assert [p for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    # one unit in every file: the CSVs in points with a unit column, as the tables and the paper
+    for name in ("runs.csv", "summary.csv", "effects.csv", "comparisons.csv"):
+        assert "unit" in pd.read_csv(out / name).columns, name
+    csv = pd.read_csv(out / "summary.csv").query("variant == 'group_detr' and evaluation == 'final' and metric == 'bbox/AP'")
+    assert csv["unit"].item() == "points" and 30 < csv["mean"].item() < 40
+    assert pd.read_csv(out / "comparisons.csv")["paper_delta"].tolist() == [5.0, -24.2, 2.2, 2.8]
+    # LaTeX a paper author pastes: a float with a caption saying what ± is, the seeds, the data, the unit
+    tex = (out / "table.tex").read_text()
+    assert tex.startswith("\\begin{table}[t]") and "\\label{tab:ablation-assignment}" in tex
+    caption = tex.split("\\caption{", 1)[1].split("}\n", 1)[0]
+    for words in ("95 \\% CI half-width over seeds (Student t", "3 seeds (0, 1, 2)", "embedded synthetic benchmark",
+                  "AP, AP50, AP75, APs, APm, APl in points ($\\times$ 100)", "Table 7"):
+        assert words in caption, words
+    assert "AP (points)" in tex
+    ctex = (out / "comparisons.tex").read_text()
+    assert "\\label{tab:ablation-assignment-comparisons}" in ctex and "Welch 95 \\% CI" in ctex
+    assert "Paper b - a (points)" in ctex and "-24.2" in ctex and "-74.2" in ctex  # (b): 8.4 - 32.6, in % of 32.6
+    assert "- `comparisons.tex`" in readme and "in points (x 100, as the paper reports them)" in readme
     k_out = tmp_path / "results" / "ablation_K"
     k_paths = S.gather(kstudy, runs_root, k_out, seeds=[0, 1])
     assert {p.name for p in k_paths} >= {"ap_vs_k.png", "per_group_ap.png", "ap_vs_epoch.png", "instability.png"}
@@ -42,7 +60,8 @@ def test_gather_writes_every_file(tmp_path, assignment, kstudy, runs_root, aruns
     k11 = S.read_gathered(k_out)[0].query("variant == 'K11' and evaluation == 'epoch' and metric == 'bbox/AP'")
     last = int(k11["epoch"].max())
     assert epochs.set_index("variant").loc["K11", last] == pytest.approx(k11[k11["epoch"] == last]["value"].mean())
-    assert "## bbox/AP x 100 per epoch (mean over seeds)" in k_readme
+    assert "## bbox/AP (points) per epoch (mean over seeds)" in k_readme
+    assert "Paper (Fig4, COCO): 37.5 ± 0.1 over 11 groups, ± 0.27 % of its median." in k_readme
     assert "## Where AP flattens with K (paper Fig. 9)" in k_readme and "K = 6: no larger K" in k_readme
     assert "## Every group alike (paper Fig. 4): K11" in k_readme and " of 11 groups" in k_readme
     assert "Where AP flattens" not in readme and "Every group alike" not in readme  # Table 7 has neither
@@ -94,19 +113,25 @@ def test_read_gathered_of_a_study_not_gathered_says_so(tmp_path):
 def test_gather_of_a_study_with_comparisons(tmp_path, heads, dnstudy, runs_root, hruns):
     out = tmp_path / "ablation_heads"
     names = {p.name for p in S.gather(heads, runs_root, out)}
-    assert names == {"runs.csv", "summary.csv", "effects.csv", "comparisons.csv", "table.md", "table.tex", "README.md",
-                     "comparisons.png", "variants.png"}
+    assert names == {"runs.csv", "summary.csv", "effects.csv", "comparisons.csv", "comparisons.tex", "table.md",
+                     "table.tex", "README.md", "comparisons.png", "variants.png"}
     assert (out / "comparisons.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     c = S.read_comparisons(out)
     pd.testing.assert_frame_equal(c, S.comparisons_table(hruns, heads.comparisons), check_dtype=False)
     table = (out / "table.md").read_text()
-    header = "| Row | Variant | n | bbox/AP | bbox/AP50 | segm/AP | segm/AP50 | 3d/mAP | 3d/NDS |"
+    header = ("| Row | Variant | n | bbox/AP (points) | bbox/AP50 (points) | segm/AP (points) | segm/AP50 (points) "
+              "| 3d/mAP (points) | 3d/NDS (points) |")
     assert table.splitlines()[0] == header
     readme = (out / "README.md").read_text()
     seg = c.set_index("comparison").loc["seg"]
-    assert ("| Instance segmentation: K=11 over K=1 | segm/AP | "
-            f"{100 * seg['diff']:+.1f} | [{100 * seg['low']:+.1f}, {100 * seg['high']:+.1f}] | 3, 3 | yes | "
-            f"±{100 * seg['mde80']:.1f} | Table6 | +1.2 | yes |") in readme
+    d = S.decimals((c["high"] - c["low"]) / 2)
+    shown = S.comparisons_display(c)
+    assert list(shown.columns) == ["Comparison", "Metric", "Ours b - a (points)", "95 % CI", "p", "n", "Significant",
+                                   "Detectable at 80 % power (points)", "Ours (% of a) [95 % CI]", "Paper",
+                                   "Paper Δ (points)", "Paper (% of a)", "Same sign"]
+    assert (f"| Instance segmentation: K=11 over K=1 | segm/AP | {seg['diff']:+.{d}f} | "
+            f"[{seg['low']:+.{d}f}, {seg['high']:+.{d}f}] |") in readme
+    assert f"| 3, 3 | yes | ±{seg['mde80']:.{d}f} |" in readme and f"| Table6 | +1.2 | +{100 * 1.2 / 38.5:.1f} | yes |" in readme
     assert seg["mde80"] > seg["high"] - seg["diff"]  # 80 % power needs more than the CI's half-width
     assert "## Comparisons the study reports" in readme and "Mask2Former R50 12 ep" in readme and table in readme
     assert S.NOT_PAPER_DATA in readme and S.NOT_COCO not in readme and "## Effects over" not in readme
@@ -166,3 +191,32 @@ def test_cli_gather_errors_are_one_line_exit_2(tmp_path, runs_root, capsys, args
 def test_cli_gather_bad_studies_file(tmp_path, capsys):
     rc = cli_main(["gather", "--studies", str(tmp_path / "none.yaml"), "--study", "x", "--runs", str(tmp_path)])
     assert rc == 2 and "no such studies file" in capsys.readouterr().err
+
+
+def test_a_folder_gathered_before_units_reads_in_points(tmp_path, heads, runs_root):
+    """Folders gathered before the unit columns (fractions, paper_delta / 100) are converted when read, so a notebook
+    sees one unit whatever the folder's age."""
+    new = tmp_path / "new"
+    S.gather(heads, runs_root, new)
+    old = tmp_path / "old"
+    old.mkdir()
+    runs, summary, comps = (pd.read_csv(new / f) for f in ("runs.csv", "summary.csv", "comparisons.csv"))
+    scale = runs["metric"].map(lambda m: S.metric_unit(m)[0])
+    runs.assign(value=runs["value"] / scale).drop(columns="unit").to_csv(old / "runs.csv", index=False)
+    sscale = summary["metric"].map(lambda m: S.metric_unit(m)[0])
+    cols = ["mean", "std", "sem", "ci95", "low", "high"]
+    summary.assign(**{c: summary[c] / sscale for c in cols}).drop(columns="unit").to_csv(old / "summary.csv",
+                                                                                     index=False)
+    legacy = [c for c in comps.columns if c not in ("unit", "rel_pct", "rel_low_pct", "rel_high_pct", "paper_a",
+                                                   "paper_rel_pct")]
+    comps.assign(**{c: comps[c] / 100 for c in ("mean_a", "mean_b", "diff", "low", "high", "mde80", "paper_delta")}
+                 )[legacy].to_csv(old / "comparisons.csv", index=False)
+    (r_new, s_new), (r_old, s_old) = S.read_gathered(new), S.read_gathered(old)
+    assert r_old["value"].tolist() == pytest.approx(r_new["value"].tolist(), nan_ok=True)
+    assert r_old["unit"].tolist() == r_new["unit"].tolist() and list(r_old.columns) == list(r_new.columns)
+    assert s_old["mean"].tolist() == pytest.approx(s_new["mean"].tolist(), nan_ok=True)
+    c_old, c_new = S.read_comparisons(old), S.read_comparisons(new)
+    assert list(c_old.columns) == list(S.COMPARISON_COLUMNS)
+    assert c_old["diff"].tolist() == pytest.approx(c_new["diff"].tolist()) and c_old["paper_delta"].tolist() == [
+        5.0, 1.2, 3.0, 1.4]
+    assert c_old["paper_rel_pct"].isna().all()  # not in the old file, not invented

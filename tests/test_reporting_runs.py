@@ -32,7 +32,7 @@ def test_long_table_has_one_row_per_variant_seed_evaluation_epoch_metric(aruns, 
 def test_rows_carry_provenance_and_the_right_values(aruns, runs_root):
     final = aruns[(aruns["evaluation"] == "final") & (aruns["metric"] == "bbox/AP")]
     row = final[(final["variant"] == "group_detr") & (final["seed"] == 1)].iloc[0]
-    assert row["value"] == pytest.approx(table7_ap("group_detr", 1))
+    assert row["value"] == pytest.approx(100 * table7_ap("group_detr", 1)) and row["unit"] == "points"  # x 100
     assert row["epoch"] == EPOCHS and row["num_groups"] == 11 and row["assignment"] == "group"
     assert row["self_attention"] == "separate" and row["label"] == "Group DETR" and row["paper_row"] == "(d)"
     assert row["recipe"] == "cpu_small" and row["dataset"] == "synth" and row["device"] == "cpu"
@@ -54,6 +54,12 @@ def test_epoch_rows_hold_the_log_and_skip_null_instability(kruns):
     assert sorted(inst["epoch"]) == list(range(2, EPOCHS + 1))
     loss = log[log["metric"] == "loss"].sort_values("epoch")["value"].tolist()
     assert loss == pytest.approx([3.0 / e for e in range(1, EPOCHS + 1)])
+    # instability: the fraction of assignments changed, in % (make_run logs 0.2 / epoch); the log's own fields as logged
+    assert inst.sort_values("epoch")["value"].tolist() == pytest.approx([20.0 / e for e in range(2, EPOCHS + 1)])
+    units = dict(log[["metric", "unit"]].drop_duplicates().itertuples(index=False, name=None))
+    assert (units["matching_instability"], units["seconds"], units["loss"], units["bbox/AP"]) == (
+        "%", "s", "unitless", "points")
+    assert log[log["metric"] == "seconds"]["value"].eq(1.5).all()
     assert set(log["metric"]) >= {"seconds", "peak_memory_mib", "bbox/AP"}
     groups = kruns[kruns["evaluation"] == "group4"]
     assert (groups["eval_group"] == 4).all() and (groups["variant"] == "K11").all()

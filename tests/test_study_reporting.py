@@ -39,7 +39,9 @@ def test_table7_comparison_joins_by_paper_row_and_ranks(reported, aruns, assignm
     # the paper's claims are the study's comparisons: each confirmed by our CI on the paper's side
     claims = S.comparisons_table(aruns, assignment.comparisons)
     assert claims["confirms_paper"].tolist() == [True] * 4
-    assert claims.set_index("comparison").loc["b_over_a", "paper_delta"] == pytest.approx(-0.242)
+    b_over_a = claims.set_index("comparison").loc["b_over_a"]
+    assert b_over_a["paper_delta"] == pytest.approx(-24.2) and b_over_a["paper_a"] == 32.6  # points, as printed
+    assert b_over_a["paper_rel_pct"] == pytest.approx(100 * (8.4 - 32.6) / 32.6)
 
 
 def test_table7_rows_without_a_variant_are_not_run(reported, aruns):
@@ -104,9 +106,9 @@ def test_table5_table6_from_the_transcription(reported):
         table6(reported.assign(table=reported["table"].replace("Table6", "Table9")))
 
 
-def _paper_deltas(reported) -> dict[tuple[str, str], tuple[str, float]]:
-    """What each comparison's paper delta must be, computed here from reported.csv (the test's own mapping of
-    comparisons to paper rows; the library has none): (study, comparison) -> (paper table, delta)."""
+def _paper_deltas(reported) -> dict[tuple[str, str], tuple[str, float, float]]:
+    """What each comparison's paper numbers must be, computed here from reported.csv (the test's own mapping of
+    comparisons to paper rows; the library has none): (study, comparison) -> (paper table, its value of a, delta)."""
     t3 = gains(reported, "Table3", ("mAP",))
     t3 = t3[(t3["backbone"] == "ResNet-50") & (t3["epochs"] == 12)].set_index("detector")
     t5 = table5(reported).set_index(["detector", "metric"])
@@ -118,44 +120,57 @@ def _paper_deltas(reported) -> dict[tuple[str, str], tuple[str, float]]:
     t1 = table1(reported).set_index("row")["mAP"]
     t2 = table2(reported)
     t2 = t2[(t2["detector"] == "C-DETR") & (t2["schedule"] == 12)].set_index("arm")["mAP"]  # our preset's 1x
+    cdetr = t3.loc["C-DETR"]
     return {
-        ("ablation_enhancement", "decoder"): ("Table1", t1["b"] - t1["a"]),
-        ("ablation_enhancement", "encoder"): ("Table1", t1["c"] - t1["b"]),
-        ("ablation_training_time", "group_over_equal_time"): ("Table2", t2["w/ Group"] - t2["baseline longer"]),
-        ("ablation_training_time", "equal_time_over_1x"): ("Table2", t2["baseline longer"] - t2["baseline"]),
-        ("ablation_training_time", "group_over_1x"): ("Table2", t2["w/ Group"] - t2["baseline"]),
-        ("ablation_K", "K11_over_K1"): ("Table3", t3.loc["C-DETR", "gain"]),
-        ("ablation_assignment", "d_over_a"): ("Table7", t7["d"] - t7["a"]),
-        ("ablation_assignment", "b_over_a"): ("Table7", t7["b"] - t7["a"]),
-        ("ablation_assignment", "c_over_a"): ("Table7", t7["c"] - t7["a"]),
-        ("ablation_assignment", "d_over_c"): ("Table7", t7["d"] - t7["c"]),
-        ("ablation_heads", "det2d"): ("Table3", t3.loc["C-DETR", "gain"]),
-        ("ablation_heads", "seg"): ("Table6", t6.loc[12, "gain"]),
-        ("ablation_heads", "det3d_NDS"): ("Table5", t5.loc[("PETR", "NDS"), "gain"]),
-        ("ablation_heads", "det3d_mAP"): ("Table5", t5.loc[("PETR", "mAP"), "gain"]),
-        ("ablation_dn", "dn"): ("Table3", dn["baseline"] - dab["baseline"]),
-        ("ablation_dn", "groups"): ("Table3", dab["gain"]),
-        ("ablation_dn", "dn_on_groups"): ("Fig8", fig8),
-        ("ablation_dn", "groups_on_dn"): ("Table3", dn["gain"]),
-        ("ablation_dn", "dn_and_groups"): ("Table3", dn["group_detr"] - dab["baseline"]),
-        ("recipe_probe", "groups_pretrained"): ("Table3", t3.loc["C-DETR", "gain"]),
-        ("ablation_detectors", "cdetr"): ("Table3", t3.loc["C-DETR", "gain"]),
-        ("ablation_detectors", "dab"): ("Table3", dab["gain"]),
-        ("ablation_detectors", "dn"): ("Table3", dn["gain"]),
-        ("ablation_detectors", "dab_deformable"): ("Table3", t3.loc["DAB-Deformable-DETR", "gain"]),
-        ("ablation_detectors", "dino"): ("Table3", t3.loc["DINO-4scale", "gain"]),
+        ("ablation_enhancement", "decoder"): ("Table1", t1["a"], t1["b"] - t1["a"]),
+        ("ablation_enhancement", "encoder"): ("Table1", t1["b"], t1["c"] - t1["b"]),
+        ("ablation_training_time", "group_over_equal_time"): ("Table2", t2["baseline longer"],
+                                                              t2["w/ Group"] - t2["baseline longer"]),
+        ("ablation_training_time", "equal_time_over_1x"): ("Table2", t2["baseline"],
+                                                           t2["baseline longer"] - t2["baseline"]),
+        ("ablation_training_time", "group_over_1x"): ("Table2", t2["baseline"], t2["w/ Group"] - t2["baseline"]),
+        ("ablation_K", "K11_over_K1"): ("Table3", cdetr["baseline"], cdetr["gain"]),
+        ("ablation_assignment", "d_over_a"): ("Table7", t7["a"], t7["d"] - t7["a"]),
+        ("ablation_assignment", "b_over_a"): ("Table7", t7["a"], t7["b"] - t7["a"]),
+        ("ablation_assignment", "c_over_a"): ("Table7", t7["a"], t7["c"] - t7["a"]),
+        ("ablation_assignment", "d_over_c"): ("Table7", t7["c"], t7["d"] - t7["c"]),
+        ("ablation_heads", "det2d"): ("Table3", cdetr["baseline"], cdetr["gain"]),
+        ("ablation_heads", "seg"): ("Table6", t6.loc[12, "baseline"], t6.loc[12, "gain"]),
+        ("ablation_heads", "det3d_NDS"): ("Table5", t5.loc[("PETR", "NDS"), "baseline"], t5.loc[("PETR", "NDS"), "gain"]),
+        ("ablation_heads", "det3d_mAP"): ("Table5", t5.loc[("PETR", "mAP"), "baseline"], t5.loc[("PETR", "mAP"), "gain"]),
+        ("ablation_dn", "dn"): ("Table3", dab["baseline"], dn["baseline"] - dab["baseline"]),
+        ("ablation_dn", "groups"): ("Table3", dab["baseline"], dab["gain"]),
+        ("ablation_dn", "dn_on_groups"): ("Fig8", dab["group_detr"], fig8),
+        ("ablation_dn", "groups_on_dn"): ("Table3", dn["baseline"], dn["gain"]),
+        ("ablation_dn", "dn_and_groups"): ("Table3", dab["baseline"], dn["group_detr"] - dab["baseline"]),
+        ("recipe_probe", "groups_pretrained"): ("Table3", cdetr["baseline"], cdetr["gain"]),
+        ("ablation_detectors", "cdetr"): ("Table3", cdetr["baseline"], cdetr["gain"]),
+        ("ablation_detectors", "dab"): ("Table3", dab["baseline"], dab["gain"]),
+        ("ablation_detectors", "dn"): ("Table3", dn["baseline"], dn["gain"]),
+        ("ablation_detectors", "dab_deformable"): ("Table3", t3.loc["DAB-Deformable-DETR", "baseline"],
+                                                   t3.loc["DAB-Deformable-DETR", "gain"]),
+        ("ablation_detectors", "dino"): ("Table3", t3.loc["DINO-4scale", "baseline"], t3.loc["DINO-4scale", "gain"]),
     }
 
 
 def test_the_studies_paper_deltas_are_the_transcriptions(reported, all_studies):
-    """studies.yaml states each comparison's paper delta (the only place the library has them); every one must
-    be what reported.csv gives, and a new one must be added to the mapping above."""
+    """studies.yaml states each comparison's paper delta and the paper's value of a it is over (the only place the
+    library has them); every one must be what reported.csv gives, and a new one must be added to the mapping
+    above."""
     expected = _paper_deltas(reported)
-    stated = {(s.name, c.name): (c.paper_table, c.paper_delta)
+    stated = {(s.name, c.name): (c.paper_table, c.paper_base, c.paper_delta)
               for s in all_studies.values() for c in s.comparisons.values() if c.paper_delta is not None}
     assert set(stated) == set(expected)
-    for key, (table, delta) in expected.items():
-        assert stated[key] == (table, pytest.approx(round(float(delta), 1))), key
+    for key, (table, base, delta) in expected.items():
+        assert stated[key] == (table, pytest.approx(float(base)), pytest.approx(round(float(delta), 1))), key
+
+
+def test_the_k_studys_fig4_band_is_the_transcription(reported, all_studies):
+    """Fig. 4's median and spread, which the per-group figure draws, are what reported.csv gives."""
+    paper = all_studies["ablation_K"].figures["per_group_ap"]["paper"]
+    assert paper["table"] == "Fig4"
+    assert paper["median"] == reported_value(reported, "Fig4", "mAP_median_over_groups")
+    assert paper["spread"] == reported_value(reported, "Fig4", "mAP_spread_pm")
 
 
 def test_heads_comparisons_put_our_effect_beside_the_papers(hruns, heads):
@@ -163,7 +178,7 @@ def test_heads_comparisons_put_our_effect_beside_the_papers(hruns, heads):
     assert h["paper_table"].tolist() == ["Table3", "Table6", "Table5", "Table5"]
     e = S.effect(hruns, "det3d_K1", "det3d_K11", "3d/NDS")
     nds = h.loc["det3d_NDS"]
-    assert (nds["metric"], nds["paper_delta"]) == ("3d/NDS", pytest.approx(0.03))
+    assert (nds["metric"], nds["paper_delta"], nds["paper_a"]) == ("3d/NDS", pytest.approx(3.0), 42.0)
     assert (nds["diff"], nds["low"], nds["high"]) == pytest.approx((e["diff"], e["low"], e["high"]))
     assert h["sign_match"].tolist() == [True] * 4 and h["confirms_paper"].tolist() == [True] * 4
     assert "PETRv2" in nds["paper_note"]  # the note names the paper rows the one delta stands beside
@@ -174,7 +189,7 @@ def test_fig8_comparisons_flag_an_effect_of_the_other_sign(tmp_path, dnstudy, dr
     assert ok["confirms_paper"].tolist() == [True] * 5
     row = ok.set_index("comparison").loc["dn_on_groups"]
     e = S.effect(druns, "dab_group", "dab_dn_group")
-    assert row["diff"] == pytest.approx(e["diff"]) and (row["paper_table"], row["paper_delta"]) == ("Fig8", 0.015)
+    assert row["diff"] == pytest.approx(e["diff"]) and (row["paper_table"], row["paper_delta"]) == ("Fig8", 1.5)
     flipped = dict(zip(["dab", "dab_dn", "dab_group", "dab_dn_group"], [0.352, 0.386, 0.391, 0.371]))
     make_study_runs(tmp_path, dnstudy, SEEDS, ap_of=lambda v, s: flipped[v] + 0.002 * s)  # DN hurts with groups
     runs = S.collect(dnstudy, tmp_path)
@@ -244,7 +259,7 @@ def test_a_reused_variant_reads_the_other_studys_runs(tmp_path):
     assert not (runs / "user" / "base").exists()
     long = S.collect(user, runs, seeds=[0, 1])
     final = long[(long["evaluation"] == "final") & (long["metric"] == "bbox/AP")].set_index(["variant", "seed"])
-    assert final.loc[("base", 1), "value"] == pytest.approx(0.21)  # own/K1's run at seed 1
+    assert final.loc[("base", 1), "value"] == pytest.approx(21.0)  # own/K1's run at seed 1, in points
     assert final.loc[("base", 0), "run_dir"] == str(runs / "own" / "K1" / "seed0")
     assert final.loc[("base", 0), "label"] == "Baseline"  # named as the reusing study names it
     # a missing reused run names the owner's path
@@ -367,7 +382,14 @@ s:
     ("  comparisons:\n    c: {a: a, b: b}\n", "study s: comparisons.c: missing metric"),
     ("  comparisons:\n    c: {a: a, b: b, metric: bbox/AP, sign: +}\n", "study s: comparisons.c: unknown key 'sign'"),
     ("  comparisons:\n    c: {a: a, b: b, metric: bbox/AP, paper: {delta: 1.5}}\n",
-     "study s: comparisons.c.paper: keys are table (required), delta, note"),
+     "study s: comparisons.c.paper: keys are table (required), delta, base, note"),
+    ("  comparisons:\n    c: {a: a, b: b, metric: bbox/AP, paper: {table: Fig8, delta: 1.5, base: 0}}\n",
+     "study s: comparisons.c.paper.base must be a positive number"),
+    ("  figures:\n    per_group_ap: {variant: b, paper: {table: Fig4, median: 37.5}}\n",
+     "study s: figures.per_group_ap.paper: keys are median, spread, table"),
+    ("  figures:\n    per_group_ap: {variant: b, paper: {table: Fig4, median: 37.5, spread: tiny}}\n",
+     "study s: figures.per_group_ap.paper.spread must be a number"),
+    ("  figures:\n    variants: {paper: {table: Table7}}\n", "study s: figures.variants: keys are metric, variant, variants"),
     ("  comparisons:\n    c: {a: a, b: b, metric: bbox/AP, paper: {table: Fig8, delta: plus}}\n",
      "study s: comparisons.c.paper.delta must be a number"),
     ("  comparisons: [a, b]\n", "study s: comparisons must be a mapping"),
@@ -387,9 +409,14 @@ def test_comparison_and_metric_errors_are_one_line(tmp_path, extra, message):
     # negative control: a well-formed entry of every new key parses
     path.write_text(_BASE + "  metrics: [bbox/AP, segm/APs, 3d/AP@0.5]\n  comparisons:\n"
                     "    c: {a: a, b: b, metric: 3d/NDS, paper: {table: Table5, delta: 3}}\n"
-                    "  figures:\n    comparisons: {}\n    variants: {metric: segm/AP}\n")
-    c = load_studies(path)["s"].comparisons["c"]
-    assert (c.label, c.paper_delta, c.paper_note) == ("b - a", 3.0, None)
+                    "    d: {a: a, b: b, metric: bbox/AP, paper: {table: Table3, base: 32.6, delta: 5}}\n"
+                    "  figures:\n    comparisons: {}\n    variants: {metric: segm/AP}\n"
+                    "    per_group_ap: {variant: b, paper: {table: Fig4, median: 37.5, spread: 0.1}}\n")
+    study = load_studies(path)["s"]
+    c, d = study.comparisons["c"], study.comparisons["d"]
+    assert (c.label, c.paper_delta, c.paper_note, c.paper_base) == ("b - a", 3.0, None, None)
+    assert (d.paper_base, d.paper_delta) == (32.6, 5.0)
+    assert study.figures["per_group_ap"]["paper"] == {"table": "Fig4", "median": 37.5, "spread": 0.1}
 
 
 _STARTS = """\

@@ -197,9 +197,10 @@ def test_gather_draws_the_query_augmentation_figure_from_the_runs_checkpoint(tin
     out = tmp_path / "gathered"
     paths = S.gather(study, runs_root, out)
     assert (out / "query_augmentation.png").read_bytes()[:8] == PNG and out / "query_augmentation.png" in paths
-    assert "`query_augmentation.png`: figure query_augmentation" in (out / "README.md").read_text()
-    # what the gather drew is the figure of the library call, pixel for pixel
-    from groupdetr.reporting.figures import FIGURES, _png
+    # what the gather drew is the figure of the library call, pixel for pixel; the README says what it shows
+    from groupdetr.reporting.figures import CAPTIONS, FIGURES, _png
+
+    assert f"`query_augmentation.png`: {CAPTIONS['query_augmentation']}" in (out / "README.md").read_text()
 
     runs = S.collect(study, runs_root)
     again = FIGURES["query_augmentation"](study.figures["query_augmentation"], runs, None)

@@ -73,7 +73,7 @@ def training_time_table(runs: pd.DataFrame, metric: str = "bbox/AP") -> pd.DataF
     """Paper Table 2 from a training-time study: per variant (study order), over seeds, the epochs trained, the
     training time in hours and seconds per iteration (mean, 95 % CI half-width), the time relative to the first
     variant (``time_vs_first``: the baseline at 1x in ``ablation_training_time``) and the final ``metric``
-    (fraction: mean, ci95). Columns: variant, label, paper_row, n, epochs, train_hours, train_hours_ci95,
+    (in its unit, AP in points: mean, ci95). Columns: variant, label, paper_row, n, epochs, train_hours, train_hours_ci95,
     sec_per_iter, sec_per_iter_ci95, time_vs_first, <metric>, <metric>_ci95."""
     costs = run_costs(runs)
     final = runs[(runs["evaluation"] == "final") & (runs["metric"] == metric)][["variant", "seed", "value"]]

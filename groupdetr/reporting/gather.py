@@ -1,10 +1,14 @@
 """Gather one study into a folder of tables and figures, and read gathered folders back (notebooks).
 
 :func:`gather` writes ``runs.csv`` (the long table of :func:`groupdetr.reporting.runs.collect`),
-``summary.csv``, ``effects.csv``, ``comparisons.csv``, ``table.md``, ``table.tex``, one PNG per figure of
-the study and ``README.md``, all built in a temporary sibling folder and swapped in at the end: a reader
-sees the previous complete folder or the new complete one. :func:`read_gathered`,
+``summary.csv``, ``effects.csv``, ``comparisons.csv``, ``table.md``, ``table.tex``, ``comparisons.tex``, one PNG
+per figure of the study and ``README.md``, all built in a temporary sibling folder and swapped in at the end: a
+reader sees the previous complete folder or the new complete one. :func:`read_gathered`,
 :func:`read_comparisons`, :func:`find_gathered` and :func:`read_all_gathered` read them back.
+
+Every value in these files is in the unit of :func:`groupdetr.reporting.units.metric_unit` (AP in points, x 100),
+named by a ``unit`` column. A folder gathered before units existed (fractions, no ``unit`` column) is converted
+when read, so a reader sees one unit whatever the folder's age.
 """
 from __future__ import annotations
 
@@ -18,10 +22,12 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from groupdetr.errors import GatherError
-from groupdetr.reporting.figures import _draw, _png
+from groupdetr.reporting.figures import CAPTIONS, _draw, _png
 from groupdetr.reporting.runs import COLUMNS, collect
-from groupdetr.reporting.stats import comparisons_table, effects_table, summarize
-from groupdetr.reporting.tables import TABLE_METRICS, _readme, results_table, to_latex, to_markdown
+from groupdetr.reporting.stats import COMPARISON_COLUMNS, comparisons_table, effects_table, summarize
+from groupdetr.reporting.tables import (TABLE_METRICS, _readme, comparisons_caption, comparisons_display, latex_label,
+                                        results_table, table_caption, to_latex, to_markdown)
+from groupdetr.reporting.units import in_units
 from groupdetr.rundir import atomic_write_bytes, dir_mode  # fsynced: the swapped-in folder is durable
 
 if TYPE_CHECKING:
@@ -54,10 +60,11 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
 
 def gather(study: Study, runs_root: str | Path, out_dir: str | Path, seeds: Sequence[int] | None = None,
            variants: Sequence[str] | None = None, command: Sequence[str] | None = None) -> list[Path]:
-    """Gather ``study`` into ``out_dir``: ``runs.csv``, ``summary.csv``, ``effects.csv``, ``comparisons.csv``
-    (studies that declare ``comparisons``, :func:`comparisons_table`), ``table.md``, ``table.tex`` (columns:
-    ``study.metrics``, default :data:`TABLE_METRICS`), one PNG per entry of ``study.figures``
-    (``<kind>.png``) and ``README.md``.
+    """Gather ``study`` into ``out_dir``: ``runs.csv``, ``summary.csv``, ``effects.csv``, ``comparisons.csv`` and
+    ``comparisons.tex`` (studies that declare ``comparisons``, :func:`comparisons_table`), ``table.md``,
+    ``table.tex`` (a captioned, labelled LaTeX float; columns: ``study.metrics``, default :data:`TABLE_METRICS`),
+    one PNG per entry of ``study.figures`` (``<kind>.png``) and ``README.md``; every value in the unit its
+    ``unit`` column or header names.
 
     Everything is built in a temporary sibling folder and renamed onto ``out_dir`` at the end, so
     ``out_dir`` is either untouched (any error) or complete; it may exist (empty, or an earlier
@@ -69,7 +76,8 @@ def gather(study: Study, runs_root: str | Path, out_dir: str | Path, seeds: Sequ
     runs_root, out_dir = Path(runs_root), Path(out_dir)
     runs = collect(study, runs_root, seeds, variants)
     summary = summarize(runs)
-    table = results_table(summary, study.metrics or TABLE_METRICS)
+    metrics = study.metrics or TABLE_METRICS
+    table = results_table(summary, metrics)
     effects = effects_table(runs)
     comparisons = comparisons_table(runs, study.comparisons) if study.comparisons else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +90,11 @@ def gather(study: Study, runs_root: str | Path, out_dir: str | Path, seeds: Sequ
             **({"comparisons.csv": comparisons.to_csv(index=False, lineterminator="\n").encode()}
                if comparisons is not None else {}),
             "table.md": to_markdown(table).encode(),
-            "table.tex": to_latex(table).encode(),
+            "table.tex": to_latex(table, table_caption(study, runs, metrics), latex_label(study.name)).encode(),
+            **({"comparisons.tex": to_latex(comparisons_display(comparisons, latex=True),
+                                            comparisons_caption(study, runs),
+                                            latex_label(study.name, "comparisons")).encode()}
+               if comparisons is not None else {}),
         }
         skipped: dict[str, str] = {}
         for kind, spec in study.figures.items():
@@ -92,7 +104,7 @@ def gather(study: Study, runs_root: str | Path, out_dir: str | Path, seeds: Sequ
             else:
                 files[f"{kind}.png"] = _png(fig)
         files["README.md"] = _readme(study, runs, table, effects, runs_root, list(files), skipped, command,
-                                     comparisons).encode()
+                                     comparisons, CAPTIONS).encode()
         for name, data in files.items():
             atomic_write_bytes(tmp / name, data)
         tmp.chmod(dir_mode())  # mkdtemp makes it private; the gathered folder gets a plain mkdir's mode
@@ -103,8 +115,15 @@ def gather(study: Study, runs_root: str | Path, out_dir: str | Path, seeds: Sequ
     return [out_dir / name for name in files]
 
 
+#: value columns of summary.csv, converted from a folder gathered before units
+_SUMMARY_VALUES = ("mean", "std", "sem", "ci95", "low", "high")
+#: value columns of comparisons.csv in the metric's unit
+_COMPARISON_VALUES = ("mean_a", "mean_b", "diff", "low", "high", "mde80")
+
+
 def read_gathered(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(runs, summary)`` of a folder written by :func:`gather` (for notebooks).
+    """``(runs, summary)`` of a folder written by :func:`gather` (for notebooks), in the reports' units with a
+    ``unit`` column (a folder gathered before units existed is converted here).
 
     Raises:
         GatherError: the folder holds no gathered study (one line saying how to make it).
@@ -115,16 +134,21 @@ def read_gathered(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             raise GatherError(f"{out_dir / name}: missing; this study has not been gathered yet "
                               f"(run the workflow, or `groupdetr gather --study {out_dir.name} --out {out_dir}`)")
     text = {"paper_row": "string", "label": "string", "variant": "string", "evaluation": "string",
-            "metric": "string"}
+            "metric": "string", "unit": "string"}
     runs = pd.read_csv(out_dir / "runs.csv", dtype={**text, "git_commit": "string", "run_dir": "string",
                                                    "config_hash": "string"})
     summary = pd.read_csv(out_dir / "summary.csv", dtype=text)
+    if "unit" not in runs.columns:  # gathered before units: fractions
+        runs = in_units(runs, ["value"]).astype({"unit": "string"})
+    if "unit" not in summary.columns:
+        summary = in_units(summary, _SUMMARY_VALUES).astype({"unit": "string"})
     return runs, summary
 
 
 def read_comparisons(out_dir: str | Path) -> pd.DataFrame:
     """``comparisons.csv`` of a folder written by :func:`gather` (columns
-    :data:`~groupdetr.reporting.stats.COMPARISON_COLUMNS`).
+    :data:`~groupdetr.reporting.stats.COMPARISON_COLUMNS`), in the metric's unit (a folder gathered before units
+    existed is converted here; its relative columns and ``paper_a``, which it lacks, are NaN).
 
     Raises:
         GatherError: the study is not gathered, or declares no comparisons (one line).
@@ -135,9 +159,17 @@ def read_comparisons(out_dir: str | Path) -> pd.DataFrame:
         why = ("this study has not been gathered yet" if not (out_dir / "runs.csv").is_file()
                else "the study declares no comparisons (or was gathered before it did; gather it again)")
         raise GatherError(f"{path}: missing; {why}")
-    text = {c: "string" for c in ("comparison", "label", "a", "b", "metric", "paper_table", "paper_note")}
-    return pd.read_csv(path, dtype={**text, "significant": "boolean", "sign": "Int64", "sign_match": "boolean",
-                                    "confirms_paper": "boolean"})
+    text = {c: "string" for c in ("comparison", "label", "a", "b", "metric", "unit", "paper_table", "paper_note")}
+    table = pd.read_csv(path, dtype={**text, "significant": "boolean", "sign": "Int64", "sign_match": "boolean",
+                                     "confirms_paper": "boolean"})
+    if "unit" not in table.columns:  # gathered before units: fractions, and the paper's delta / 100 for every metric
+        table = in_units(table, _COMPARISON_VALUES).astype({"unit": "string"})
+        table["paper_delta"] = 100 * table["paper_delta"].astype(float)
+        for c in COMPARISON_COLUMNS:
+            if c not in table.columns:
+                table[c] = float("nan")
+        table = table[list(COMPARISON_COLUMNS)]
+    return table
 
 
 def find_gathered(results_root: str | Path) -> dict[str, Path]:

@@ -47,13 +47,14 @@ def paper_dir(results: str | Path) -> Path:
 def paper_deltas(study: str, studies_file: str | Path | None = None) -> list[dict]:
     """The paper's deltas that ``study`` compares with (its ``comparisons:`` in the studies file, by default
     the repository's ``workflows/config/studies.yaml``): one dict per comparison with comparison, label, a, b,
-    metric, paper_table, paper_delta (points), paper_note. What a notebook shows before the study is gathered;
-    once gathered, ``comparisons.csv`` carries the same deltas beside our effects."""
+    metric, paper_table, paper_a (the paper's value of a), paper_delta (points for AP), paper_note. What a notebook
+    shows before the study is gathered; once gathered, ``comparisons.csv`` carries the same beside our effects."""
     from groupdetr.studies import load_studies
 
     spec = load_studies(studies_file or repo_root() / "workflows" / "config" / "studies.yaml")[study]
     return [{"comparison": c.name, "label": c.label, "a": c.a, "b": c.b, "metric": c.metric,
-             "paper_table": c.paper_table, "paper_delta": c.paper_delta, "paper_note": c.paper_note}
+             "paper_table": c.paper_table, "paper_a": c.paper_base, "paper_delta": c.paper_delta,
+             "paper_note": c.paper_note}
             for c in spec.comparisons.values()]
 
 

@@ -4,8 +4,9 @@ Reads only the run-directory contract (``docs/run-directory.md``) of
 ``{runs}/{study}/{variant}/seed{seed}``: ``config.yaml``, ``manifest.json``, ``log.jsonl``,
 ``metrics.json`` and ``eval/{name}.json``. :func:`collect` returns one row per (variant, seed,
 evaluation, epoch, metric) with the columns :data:`COLUMNS` (the provenance :data:`PROVENANCE`, then
-``evaluation``, ``epoch``, ``metric``, ``value``); every reader raises one :class:`GatherError` line
-naming the offending path.
+``evaluation``, ``epoch``, ``metric``, ``unit``, ``value``): the run directories' values converted once into
+the reports' units (:func:`groupdetr.reporting.units.metric_unit`: AP in points, x 100). Every reader raises
+one :class:`GatherError` line naming the offending path.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pandas as pd
 import yaml
 
 from groupdetr.errors import GatherError
+from groupdetr.reporting.units import in_units
 from groupdetr.rundir import CONFIG, LOG, MANIFEST, METRICS, eval_file
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ PROVENANCE = ("study", "variant", "label", "paper_row", "seed", "run_dir", "conf
               "self_attention", "task", "decoder", "denoising", "init_from", "frozen", "eval_group", "nms_iou", "epochs",
               "device", "world_size", "groupdetr_version")
 #: every column of :func:`collect`.
-COLUMNS = PROVENANCE + ("evaluation", "epoch", "metric", "value")
+COLUMNS = PROVENANCE + ("evaluation", "epoch", "metric", "unit", "value")
 
 #: ``evaluation`` of a run's group ``g`` evaluated alone (``eval/group<g>.json``).
 _GROUP_EVAL = re.compile(r"^group(\d+)$")
@@ -234,6 +236,9 @@ def collect(study: Study, runs_root: str | Path, seeds: Sequence[int] | None = N
     - ``evaluation == <name>``: ``eval/<name>.json`` of each extra evaluation of the study
       (``group3``, ``nms``), whose ``eval_group`` and ``nms_iou`` columns hold the evaluated values.
 
+    ``value`` is in the reports' unit named by ``unit`` (:func:`~groupdetr.reporting.units.metric_unit`: COCO and
+    3D scores x 100 in points, matching instability in %, 3D errors in m / rad, seconds in s ...); everything after
+    this function (statistics, tables, figures, the gathered CSVs) works in these units.
     COCO's -1 (a stat without ground truth) becomes NaN. Provenance (config hash, git commit, recipe,
     dataset, K, N, assignment, self-attention, device, version ...) comes from ``config.yaml`` and
     ``manifest.json``. ``seeds`` defaults to the study's seeds, ``variants`` to all, in study order.
@@ -250,5 +255,5 @@ def collect(study: Study, runs_root: str | Path, seeds: Sequence[int] | None = N
     for variant in _select_variants(study, variants):
         for seed in seeds:
             rows += _run_rows(study, variant, int(seed), runs_root)
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
-    return df.astype({"seed": int, "epoch": int, "value": float})
+    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "unit"])
+    return in_units(df.astype({"seed": int, "epoch": int, "value": float}), ["value"])

@@ -2,12 +2,16 @@
 
 - :func:`mean_ci`, :func:`summarize`: mean and Student-t 95 % CI over seeds (n = 1 gives NaN, never 0).
 - :func:`effect`: mean(b) - mean(a) with a Welch 95 % CI, p-value and the difference detectable with
-  80 % power; :func:`effects_table` (every variant over a baseline), :func:`comparisons_table` (a
-  study's declared comparisons beside the paper's deltas, columns :data:`COMPARISON_COLUMNS`).
-- :func:`flattening_point` (where AP-vs-K flattens), :func:`per_epoch_table`, :func:`per_group_summary`.
+  80 % power; :func:`relative_effect`: the same difference in % of mean(a) (delta-method CI), the axis on
+  which effects of different metrics, baselines and datasets compare; :func:`effects_table` (every variant
+  over a baseline), :func:`comparisons_table` (a study's declared comparisons beside the paper's deltas,
+  columns :data:`COMPARISON_COLUMNS`).
+- :func:`flattening_point` (where AP-vs-K flattens), :func:`per_epoch_table`, :func:`per_group_summary`,
+  :func:`per_group_offsets` (each group against the median of its own model, paper Fig. 4).
 
-Every function is pure: a DataFrame in, a DataFrame or dict out; scores stay fractions (x 100 is
-:func:`groupdetr.reporting.tables.as_points`).
+Every function is pure: a DataFrame in, a DataFrame or dict out. Values are in the long table's units
+(:func:`groupdetr.reporting.units.metric_unit`: AP in points), and so are means, CIs and differences; every output
+table names them in a ``unit`` column.
 """
 from __future__ import annotations
 
@@ -21,17 +25,19 @@ from scipy import stats as st
 
 from groupdetr.errors import GatherError
 from groupdetr.reporting.runs import _GROUP_EVAL
+from groupdetr.reporting.units import PERCENT, metric_unit
 
 if TYPE_CHECKING:
     from groupdetr.studies import Comparison
 
-__all__ = ["COMPARISON_COLUMNS", "mean_ci", "summarize", "effect", "effects_table", "comparisons_table",
-           "flattening_point", "per_epoch_table", "per_group_summary"]
+__all__ = ["COMPARISON_COLUMNS", "mean_ci", "summarize", "effect", "relative_effect", "ratio_ci", "effects_table",
+           "comparisons_table", "flattening_point", "per_epoch_table", "per_group_summary", "per_group_offsets"]
 
 #: columns of :func:`comparisons_table` (``comparisons.csv``), in order.
-COMPARISON_COLUMNS = ("comparison", "label", "a", "b", "metric", "n_a", "n_b", "mean_a", "mean_b", "diff", "low",
-                      "high", "dof", "p_value", "significant", "mde80", "sign", "paper_table", "paper_delta",
-                      "paper_note", "sign_match", "confirms_paper")
+COMPARISON_COLUMNS = ("comparison", "label", "a", "b", "metric", "unit", "n_a", "n_b", "mean_a", "mean_b", "diff",
+                      "low", "high", "dof", "p_value", "significant", "mde80", "rel_pct", "rel_low_pct",
+                      "rel_high_pct", "sign", "paper_table", "paper_a", "paper_delta", "paper_rel_pct", "paper_note",
+                      "sign_match", "confirms_paper")
 
 
 def mean_ci(values: Iterable[float], level: float = 0.95) -> dict[str, float]:
@@ -56,8 +62,8 @@ def _scores(runs: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Over seeds, per (variant, evaluation, metric) of the non-``epoch`` rows of :func:`collect`:
-    n, mean, std, sem, ci95 (half-width), low, high (Student t, n - 1 dof; n = 1 gives NaN), with
-    label, paper_row, num_groups, eval_group and nms_iou. Variants keep their study order.
+    n, mean, std, sem, ci95 (half-width), low, high (Student t, n - 1 dof; n = 1 gives NaN), in the metric's
+    ``unit``, with label, paper_row, num_groups, eval_group and nms_iou. Variants keep their study order.
 
     Raises:
         GatherError: a seed appears twice for one (variant, evaluation, metric).
@@ -72,9 +78,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
         out.append({"study": first["study"], "variant": variant, "label": first["label"],
                     "paper_row": first["paper_row"], "num_groups": first["num_groups"],
                     "evaluation": evaluation, "eval_group": first["eval_group"], "nms_iou": first["nms_iou"],
-                    "metric": metric, **mean_ci(g["value"])})
+                    "metric": metric, "unit": metric_unit(metric)[1], **mean_ci(g["value"])})
     cols = ["study", "variant", "label", "paper_row", "num_groups", "evaluation", "eval_group", "nms_iou", "metric",
-            "n", "mean", "std", "sem", "ci95", "low", "high"]
+            "unit", "n", "mean", "std", "sem", "ci95", "low", "high"]
     return pd.DataFrame(out, columns=cols)
 
 
@@ -90,7 +96,7 @@ def effect(runs: pd.DataFrame, a: str, b: str, metric: str = "bbox/AP", evaluati
            evaluation_b: str = "final", level: float = 0.95) -> dict[str, Any]:
     """mean(b) - mean(a) over seeds with a Welch CI (unequal variances, Welch-Satterthwaite dof).
 
-    Returns ``diff``, ``low``, ``high``, ``n_a``, ``n_b``, ``mean_a``, ``mean_b``, ``dof``, ``p_value``
+    Returns ``diff``, ``low``, ``high`` (in the metric's ``unit``), ``n_a``, ``n_b``, ``mean_a``, ``mean_b``, ``dof``, ``p_value``
     (two-sided Welch t-test), ``significant`` (the CI excludes 0; False when it is unknown, i.e.
     a side has fewer than two seeds) and ``mde80``: the power reached, as the smallest true difference
     this design (these seeds, the observed spreads) detects with 80 % power at the CI's level,
@@ -114,9 +120,46 @@ def effect(runs: pd.DataFrame, a: str, b: str, metric: str = "bbox/AP", evaluati
             p = float(2 * st.t.sf(abs(diff) / se, dof))
             mde = float(st.t.ppf(0.5 + level / 2, dof) + st.t.ppf(0.8, dof)) * se
     significant = bool(np.isfinite(low) and (low > 0 or high < 0))
-    return {"a": a, "b": b, "metric": metric, "evaluation_a": evaluation_a, "evaluation_b": evaluation_b,
-            "mean_a": ma, "mean_b": mb, "diff": diff, "low": low, "high": high, "n_a": na, "n_b": nb,
+    return {"a": a, "b": b, "metric": metric, "unit": metric_unit(metric)[1], "evaluation_a": evaluation_a,
+            "evaluation_b": evaluation_b, "mean_a": ma, "mean_b": mb, "diff": diff, "low": low, "high": high, "n_a": na, "n_b": nb,
             "dof": dof, "p_value": p, "significant": significant, "mde80": mde}
+
+
+def ratio_ci(xa: Iterable[float], xb: Iterable[float], level: float = 0.95) -> dict[str, float]:
+    """(mean(b) - mean(a)) / mean(a) in %, with its CI by the delta method, of the finite values ``xa``, ``xb``.
+
+    With R = mean(b) / mean(a), Var(R) ~ (s_b^2 / n_b + R^2 s_a^2 / n_a) / mean(a)^2; the CI is
+    100 (R - 1 ± t se) with the Welch-Satterthwaite dof of those two terms (a's spread counts through the
+    ratio, so the interval is wider than the difference's CI divided by mean(a) whenever a varies). Returns
+    ``rel_pct``, ``rel_low_pct``, ``rel_high_pct`` and ``rel_dof``: NaN when a side is empty or mean(a) is not
+    positive (a relative change of a score that is not above zero is undefined), bounds NaN with fewer than
+    two values on a side, equal to ``rel_pct`` when neither side varies.
+    """
+    a, b = np.asarray(list(xa), dtype=float), np.asarray(list(xb), dtype=float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    na, nb = len(a), len(b)
+    nan = {"rel_pct": math.nan, "rel_low_pct": math.nan, "rel_high_pct": math.nan, "rel_dof": math.nan}
+    if not na or not nb or not a.mean() > 0:
+        return nan
+    ma, r = float(a.mean()), float(b.mean() / a.mean())
+    rel = 100 * (r - 1)
+    if na < 2 or nb < 2:
+        return {**nan, "rel_pct": rel}
+    ca, cb = r ** 2 * a.var(ddof=1) / na / ma ** 2, b.var(ddof=1) / nb / ma ** 2
+    se = math.sqrt(ca + cb)
+    if se == 0:
+        return {"rel_pct": rel, "rel_low_pct": rel, "rel_high_pct": rel, "rel_dof": math.nan}
+    dof = float((ca + cb) ** 2 / (ca ** 2 / (na - 1) + cb ** 2 / (nb - 1)))
+    half = 100 * float(st.t.ppf(0.5 + level / 2, dof)) * se
+    return {"rel_pct": rel, "rel_low_pct": rel - half, "rel_high_pct": rel + half, "rel_dof": dof}
+
+
+def relative_effect(runs: pd.DataFrame, a: str, b: str, metric: str = "bbox/AP", evaluation_a: str = "final",
+                    evaluation_b: str = "final", level: float = 0.95) -> dict[str, Any]:
+    """:func:`effect`'s difference in % of mean(a), with a delta-method CI (:func:`ratio_ci`): the axis on which
+    our effects and the paper's (its two reported values) compare although the scores differ in size."""
+    out = ratio_ci(_values(runs, a, metric, evaluation_a), _values(runs, b, metric, evaluation_b), level)
+    return {"a": a, "b": b, "metric": metric, "unit": PERCENT, **out}
 
 
 def _arms(runs: pd.DataFrame, include_groups: bool = False) -> list[tuple[str, str]]:
@@ -136,7 +179,8 @@ def _row_label(label: str, evaluation: str) -> str:
 
 def effects_table(runs: pd.DataFrame, baseline: str | None = None, metric: str = "bbox/AP") -> pd.DataFrame:
     """:func:`effect` of every (variant, evaluation) over ``baseline``'s final score (default: the
-    first variant), per-group evaluations left out. One row each, in study order."""
+    first variant), per-group evaluations left out, in the metric's ``unit`` and relative to the baseline's mean
+    (``rel_pct``, ``rel_low_pct``, ``rel_high_pct``: :func:`relative_effect`). One row each, in study order."""
     pairs = _arms(runs)
     if not pairs:
         raise GatherError("no scored runs")
@@ -147,9 +191,11 @@ def effects_table(runs: pd.DataFrame, baseline: str | None = None, metric: str =
         if (variant, evaluation) == (baseline, "final"):
             continue
         e = effect(runs, baseline, variant, metric, "final", evaluation)
+        r = relative_effect(runs, baseline, variant, metric, "final", evaluation)
         rows.append({"variant": variant, "evaluation": evaluation, "label": _row_label(labels[variant], evaluation),
-                     "baseline": baseline, **{k: e[k] for k in ("metric", "mean_a", "mean_b", "diff", "low", "high",
-                                                                 "n_a", "n_b", "p_value", "significant")}})
+                     "baseline": baseline, **{k: e[k] for k in ("metric", "unit", "mean_a", "mean_b", "diff", "low",
+                                                                 "high", "n_a", "n_b", "p_value", "significant")},
+                     **{k: r[k] for k in ("rel_pct", "rel_low_pct", "rel_high_pct")}})
     return pd.DataFrame(rows)
 
 
@@ -157,11 +203,14 @@ def comparisons_table(runs: pd.DataFrame, comparisons: Mapping[str, Comparison] 
     """A study's declared comparisons (``comparisons:`` of its YAML entry) on its gathered runs, one row each
     in declaration order, with the columns :data:`COMPARISON_COLUMNS`:
 
-    - ``diff`` = mean(``b``) - mean(``a``) of the final ``metric`` over seeds, with ``low``/``high`` of
-      its Welch 95 % CI, ``dof``, ``p_value``, ``significant`` (the CI excludes 0) as :func:`effect`;
-      ``sign`` (+1, 0, -1) of ``diff``;
-    - ``paper_delta``: the paper's reported delta in the *same units as* ``diff`` (the YAML's points / 100,
-      so :func:`~groupdetr.reporting.tables.as_points` turns both into points), ``paper_table``, ``paper_note``;
+    - ``diff`` = mean(``b``) - mean(``a``) of the final ``metric`` over seeds in its ``unit`` (AP: points), with
+      ``low``/``high`` of its Welch 95 % CI, ``dof``, ``p_value``, ``significant`` (the CI excludes 0) as
+      :func:`effect`; ``sign`` (+1, 0, -1) of ``diff``;
+    - ``rel_pct``, ``rel_low_pct``, ``rel_high_pct``: the same difference in % of mean(``a``) with its CI
+      (:func:`relative_effect`);
+    - ``paper_delta``: the paper's reported delta in the same unit (the YAML's ``delta``, points for AP),
+      ``paper_a``: the paper's value of ``a`` (its ``base``), ``paper_rel_pct`` = 100 paper_delta / paper_a
+      (NaN without a base), ``paper_table``, ``paper_note``;
     - ``sign_match``: ``sign`` equals the sign of ``paper_delta`` (NA without a paper delta or a difference);
     - ``confirms_paper``: significant *and* on the paper's side (NA when a side has fewer than two seeds
       or the paper gives no delta).
@@ -176,28 +225,34 @@ def comparisons_table(runs: pd.DataFrame, comparisons: Mapping[str, Comparison] 
     final = runs[runs["evaluation"] == "final"]
     rows = []
     for c in comps:
-        row: dict[str, Any] = {"comparison": c.name, "label": c.label, "a": c.a, "b": c.b, "metric": c.metric}
+        row: dict[str, Any] = {"comparison": c.name, "label": c.label, "a": c.a, "b": c.b, "metric": c.metric,
+                               "unit": metric_unit(c.metric)[1]}
         try:
             if {c.a, c.b} <= present:
                 e = effect(runs, c.a, c.b, c.metric)
                 row.update({k: e[k] for k in ("n_a", "n_b", "mean_a", "mean_b", "diff", "low", "high", "dof",
                                               "p_value", "significant", "mde80")})
+                r = relative_effect(runs, c.a, c.b, c.metric)
+                row.update({k: r[k] for k in ("rel_pct", "rel_low_pct", "rel_high_pct")})
             else:
                 sides = {}
                 for side, v in (("a", c.a), ("b", c.b)):
                     x = _values(final, v, c.metric, "final") if v in present else np.array([])
                     sides[f"n_{side}"], sides[f"mean_{side}"] = len(x), (float(x.mean()) if len(x) else math.nan)
                 row.update(sides, diff=math.nan, low=math.nan, high=math.nan, dof=math.nan, p_value=math.nan,
-                           significant=False, mde80=math.nan)
+                           significant=False, mde80=math.nan, rel_pct=math.nan, rel_low_pct=math.nan,
+                           rel_high_pct=math.nan)
         except GatherError as err:
             raise GatherError(f"comparison {c.name}: {err}") from None
         diff = row["diff"]
-        paper = math.nan if c.paper_delta is None else c.paper_delta / 100
+        paper = math.nan if c.paper_delta is None else float(c.paper_delta)
+        base = math.nan if c.paper_base is None else float(c.paper_base)
         sign = int(np.sign(diff)) if np.isfinite(diff) else pd.NA
         match = bool(sign == np.sign(paper)) if np.isfinite(diff) and np.isfinite(paper) else pd.NA
         known = row["n_a"] > 1 and row["n_b"] > 1 and np.isfinite(paper)
-        row.update(sign=sign, paper_table=c.paper_table, paper_delta=paper, paper_note=c.paper_note, sign_match=match,
-                   confirms_paper=bool(row["significant"] and match) if known else pd.NA)
+        row.update(sign=sign, paper_table=c.paper_table, paper_a=base, paper_delta=paper,
+                   paper_rel_pct=100 * paper / base if base > 0 else math.nan, paper_note=c.paper_note,
+                   sign_match=match, confirms_paper=bool(row["significant"] and match) if known else pd.NA)
         rows.append(row)
     out = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     return out.astype({"n_a": int, "n_b": int, "significant": bool, "sign": "Int64", "sign_match": "boolean",
@@ -274,3 +329,32 @@ def per_group_summary(runs: pd.DataFrame, variant: str, metric: str = "bbox/AP")
         spread.update(group0_low=float(g0["low"]), group0_high=float(g0["high"]),
                       within_group0_ci=int(inside.sum()))
     return table, spread
+
+
+def per_group_offsets(runs: pd.DataFrame, variant: str, metric: str = "bbox/AP") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each group of ``variant`` evaluated alone against the median over the groups *of the same model* (paper
+    Fig. 4: one model, 37.5 ± 0.1 mAP): per seed, ``offset`` = the group's ``metric`` minus that seed's median
+    over groups (in the metric's unit) and ``offset_pct`` = the same in % of that median. Pairing by seed takes
+    out what moves every group of a model together (the seed), leaving the spread between groups.
+
+    Returns ``(per_group, per_seed)``: per group n, mean, ci95, low, high of ``offset`` and ``pct_mean``,
+    ``pct_ci95``, ``pct_low``, ``pct_high`` of ``offset_pct`` (Student t over seeds); per (seed, group) the
+    value, the seed's median, offset and offset_pct.
+    """
+    sel = runs[(runs["variant"] == variant) & (runs["metric"] == metric) & runs["evaluation"].str.match(_GROUP_EVAL)]
+    if sel.empty:
+        raise GatherError(f"no per-group evaluations (eval/group<g>.json) of variant {variant!r}")
+    per_seed = sel[["seed", "evaluation", "value"]].copy()
+    per_seed["group"] = per_seed.pop("evaluation").str.extract(_GROUP_EVAL, expand=False).astype(int)
+    per_seed["median"] = per_seed.groupby("seed")["value"].transform("median")
+    per_seed["offset"] = per_seed["value"] - per_seed["median"]
+    per_seed["offset_pct"] = 100 * per_seed["offset"] / per_seed["median"].where(per_seed["median"] > 0)
+    per_seed = per_seed.sort_values(["group", "seed"]).reset_index(drop=True)[
+        ["seed", "group", "value", "median", "offset", "offset_pct"]]
+    rows = []
+    for group, g in per_seed.groupby("group", sort=True):
+        s, p = mean_ci(g["offset"]), mean_ci(g["offset_pct"])
+        rows.append({"group": int(group), "n": s["n"], "mean": s["mean"], "ci95": s["ci95"], "low": s["low"],
+                     "high": s["high"], "pct_mean": p["mean"], "pct_ci95": p["ci95"], "pct_low": p["low"],
+                     "pct_high": p["high"]})
+    return pd.DataFrame(rows), per_seed

@@ -3,13 +3,15 @@
 This module re-exports the reporting modules, one concern each:
 
 - :mod:`groupdetr.reporting.runs`: :func:`collect`, the run directories of a study -> one row per
-  (variant, seed, evaluation, epoch, metric) with provenance columns (:data:`COLUMNS`).
+  (variant, seed, evaluation, epoch, metric) with provenance columns (:data:`COLUMNS`), each value in the unit
+  :func:`metric_unit` decides (:mod:`groupdetr.reporting.units`: AP in points, x 100) and names in ``unit``.
 - :mod:`groupdetr.reporting.stats`: :func:`mean_ci`, :func:`summarize` (mean and Student-t 95 % CI over
-  seeds), :func:`effect` (Welch 95 % CI of a difference), :func:`effects_table`, :func:`comparisons_table`
-  (a study's declared comparisons beside the paper's deltas), :func:`flattening_point`,
-  :func:`per_epoch_table`, :func:`per_group_summary`.
-- :mod:`groupdetr.reporting.tables`: :func:`results_table`, :func:`to_markdown`, :func:`to_latex` (the
-  paper-style table, AP x 100), :func:`as_points`, and the gathered README's text.
+  seeds), :func:`effect` (Welch 95 % CI of a difference), :func:`relative_effect` (the same in % of the
+  baseline), :func:`effects_table`, :func:`comparisons_table` (a study's declared comparisons beside the paper's
+  deltas), :func:`flattening_point`, :func:`per_epoch_table`, :func:`per_group_summary`, :func:`per_group_offsets`.
+- :mod:`groupdetr.reporting.tables`: :func:`results_table`, :func:`comparisons_display`, :func:`to_markdown`,
+  :func:`to_latex` (the paper-style tables, units in the headers, decimals that show the CIs), and the gathered
+  README's text.
 - :mod:`groupdetr.reporting.figures`: ``plot_*`` (matplotlib object API, no pyplot state; PNG via Agg) and
   the registry ``FIGURES`` of the figure kinds a study may ask for.
 - :mod:`groupdetr.reporting.cost`: :func:`run_costs`, :func:`cost_vs_k` (paper Fig. 7), :func:`training_time_table`
@@ -31,9 +33,11 @@ from groupdetr.reporting.figures import (_png, plot_ap_vs_epoch, plot_ap_vs_k, p
 from groupdetr.reporting.gather import find_gathered, gather, read_all_gathered, read_comparisons, read_gathered
 from groupdetr.reporting.runs import COLUMNS, PROVENANCE, _check_overrides, collect
 from groupdetr.reporting.stats import (COMPARISON_COLUMNS, comparisons_table, effect, effects_table,
-                                       flattening_point, mean_ci, per_epoch_table, per_group_summary, summarize)
-from groupdetr.reporting.tables import (NOT_COCO, NOT_PAPER_DATA, TABLE_METRICS, as_points, results_table, to_latex,
-                                        to_markdown)
+                                       flattening_point, mean_ci, per_epoch_table, per_group_offsets,
+                                       per_group_summary, ratio_ci, relative_effect, summarize)
+from groupdetr.reporting.tables import (NOT_COCO, NOT_PAPER_DATA, TABLE_METRICS, comparisons_display, decimals, fmt,
+                                        results_table, to_latex, to_markdown)
+from groupdetr.reporting.units import metric_unit, with_unit
 
 __all__ = [
     "GatherError",
@@ -47,13 +51,20 @@ __all__ = [
     "mean_ci",
     "summarize",
     "effect",
+    "relative_effect",
+    "ratio_ci",
     "effects_table",
     "comparisons_table",
     "flattening_point",
     "per_group_summary",
+    "per_group_offsets",
     "per_epoch_table",
-    "as_points",
+    "metric_unit",
+    "with_unit",
+    "decimals",
+    "fmt",
     "results_table",
+    "comparisons_display",
     "to_markdown",
     "to_latex",
     "plot_ap_vs_k",

@@ -21,8 +21,7 @@ def _ours(summary: pd.DataFrame, variant: str, evaluation: str, metric: str) -> 
     if s.empty:
         return {"ours": math.nan, "ours_ci": math.nan, "ours_low": math.nan, "ours_high": math.nan, "n": 0}
     r = s.iloc[0]
-    return {"ours": 100 * r["mean"], "ours_ci": 100 * r["ci95"], "ours_low": 100 * r["low"],
-            "ours_high": 100 * r["high"], "n": int(r["n"])}
+    return {"ours": r["mean"], "ours_ci": r["ci95"], "ours_low": r["low"], "ours_high": r["high"], "n": int(r["n"])}
 
 
 def paper_rows(summary: pd.DataFrame) -> dict[str, str]:
@@ -53,7 +52,7 @@ def table2_comparison(paper2: pd.DataFrame, times: pd.DataFrame, detector: str =
     our training-time study (:func:`groupdetr.reporting.cost.training_time_table`), joined by each variant's
     ``paper_row`` (the arm: baseline, baseline longer, w/ Group). Columns: arm, paper_epochs, paper_hours,
     paper_time_vs_1x (hours over the 1x baseline's), paper_mAP, variant (None: not run), label, epochs,
-    train_hours, time_vs_1x (ours, over our first variant's), ours, ours_ci (``metric`` x 100), n."""
+    train_hours, time_vs_1x (ours, over our first variant's), ours, ours_ci (``metric`` in points, as the paper's), n."""
     p = paper2[(paper2["detector"] == detector) & (paper2["schedule"] == schedule)]
     if p.empty:
         raise GatherError(f"the paper's Table 2 has no rows of {detector} at {schedule} epochs")
@@ -68,8 +67,8 @@ def table2_comparison(paper2: pd.DataFrame, times: pd.DataFrame, detector: str =
                      "epochs": math.nan if o is None else int(o["epochs"]),
                      "train_hours": math.nan if o is None else float(o["train_hours"]),
                      "time_vs_1x": math.nan if o is None else float(o["time_vs_first"]),
-                     "ours": math.nan if o is None else 100 * float(o[metric]),
-                     "ours_ci": math.nan if o is None else 100 * float(o[f"{metric}_ci95"]),
+                     "ours": math.nan if o is None else float(o[metric]),
+                     "ours_ci": math.nan if o is None else float(o[f"{metric}_ci95"]),
                      "n": 0 if o is None else int(o["n"])})
     return pd.DataFrame(rows)
 
@@ -91,7 +90,8 @@ def table7_comparison(paper7: pd.DataFrame, summary: pd.DataFrame, metric: str =
     One row per paper row (our ``final`` evaluation) plus one per extra evaluation of that variant
     (e.g. naive one-to-many + nms, which the paper does not report: ``paper_mAP`` NaN). Columns:
     row, variant (None where no variant stands for the row), evaluation, setting, paper_mAP, ours / ours_ci /
-    ours_low / ours_high (``metric`` x 100: mean, 95 % CI half-width and bounds), n (seeds; 0 = not run),
+    ours_low / ours_high (``metric`` in points like the paper's: mean, 95 % CI half-width and bounds), n (seeds;
+    0 = not run),
     paper_rank, our_rank (1 = best, among the final rows of variants we ran).
     """
     labels = summary.drop_duplicates("variant").set_index("variant")["label"].to_dict() if len(summary) else {}
@@ -161,7 +161,7 @@ def main_results_comparison(main: pd.DataFrame, runs: pd.DataFrame, metric: str 
     out = main.copy()
     for arm, mask in (("baseline", baseline), ("group_detr", group)):
         means = _arm_means(final, mask).rename(columns={"mean": f"ours_{arm}_mAP", "n": f"n_{arm}"})
-        means[f"ours_{arm}_mAP"] = 100 * means[f"ours_{arm}_mAP"].astype(float)
+        means[f"ours_{arm}_mAP"] = means[f"ours_{arm}_mAP"].astype(float)
         means["epochs"] = means["epochs"].astype(out["epochs"].dtype)
         out = out.merge(means, on=keys, how="left")
         out[f"n_{arm}"] = out[f"n_{arm}"].fillna(0).astype(int)
