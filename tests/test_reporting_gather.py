@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -220,3 +221,23 @@ def test_a_folder_gathered_before_units_reads_in_points(tmp_path, heads, runs_ro
     assert c_old["diff"].tolist() == pytest.approx(c_new["diff"].tolist()) and c_old["paper_delta"].tolist() == [
         5.0, 1.2, 3.0, 1.4]
     assert c_old["paper_rel_pct"].isna().all()  # not in the old file, not invented
+
+
+def test_read_gathered_reads_a_gzipped_long_table(tmp_path):
+    import gzip
+    import shutil
+
+    from groupdetr.reporting.gather import read_gathered
+
+    ref = Path(__file__).resolve().parents[1] / "results" / "reference" / "cpu" / "recipe_probe"
+    plain = tmp_path / "plain"
+    shutil.copytree(ref, plain)
+    packed = tmp_path / "packed"
+    shutil.copytree(plain, packed)
+    with open(plain / "runs.csv", "rb") as src, gzip.open(packed / "runs.csv.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    (packed / "runs.csv").unlink()
+    runs_plain, summary_plain = read_gathered(plain)
+    runs_packed, summary_packed = read_gathered(packed)
+    pd.testing.assert_frame_equal(runs_plain, runs_packed)
+    pd.testing.assert_frame_equal(summary_plain, summary_packed)

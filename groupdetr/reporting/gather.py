@@ -127,15 +127,19 @@ def read_gathered(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Raises:
         GatherError: the folder holds no gathered study (one line saying how to make it).
+
+    The long table is ``runs.csv`` or, in a reference copy that keeps it compressed, ``runs.csv.gz``.
     """
     out_dir = Path(out_dir)
-    for name in ("runs.csv", "summary.csv"):
+    # a committed reference copy may keep its long table gzipped (runs.csv.gz; it is the one large file)
+    runs_file = out_dir / "runs.csv" if (out_dir / "runs.csv").is_file() else out_dir / "runs.csv.gz"
+    for name in (runs_file.name, "summary.csv"):
         if not (out_dir / name).is_file():
             raise GatherError(f"{out_dir / name}: missing; this study has not been gathered yet "
                               f"(run the workflow, or `groupdetr gather --study {out_dir.name} --out {out_dir}`)")
     text = {"paper_row": "string", "label": "string", "variant": "string", "evaluation": "string",
             "metric": "string", "unit": "string"}
-    runs = pd.read_csv(out_dir / "runs.csv", dtype={**text, "git_commit": "string", "run_dir": "string",
+    runs = pd.read_csv(runs_file, dtype={**text, "git_commit": "string", "run_dir": "string",
                                                    "config_hash": "string"})
     summary = pd.read_csv(out_dir / "summary.csv", dtype=text)
     if "unit" not in runs.columns:  # gathered before units: fractions
