@@ -142,6 +142,7 @@ def test_detectors_notebook(executed):
     assert "DINO: K=11 over K=1" in text and "Conditional DETR: K=11 over K=1" in text
     assert "sign matches the paper in 5 of 5 comparisons" in text
     assert "Ours: the embedded benchmark" in text
+    assert "first_epoch" in text and "reached" in text and "DINO, K=11" in text  # leaving the plateau, per detector
     assert _images(nb) == 3
 
 

@@ -208,3 +208,27 @@ def test_per_group_offsets_pair_each_group_with_its_models_median(kruns):
     assert row["offset_pct"] == pytest.approx(100 * (row["value"] - med[1]) / med[1])
     with pytest.raises(S.GatherError, match="per-group"):
         S.per_group_offsets(kruns, "K3")
+
+
+def _epoch_rows(curves: dict[str, list[list[float]]]) -> pd.DataFrame:
+    """A long table of per-epoch bbox/AP (points): variant -> one AP curve per seed."""
+    rows = [{"variant": v, "label": f"{v} label", "paper_row": "", "seed": s, "evaluation": "epoch", "epoch": e + 1,
+             "metric": "bbox/AP", "unit": "points", "value": ap}
+            for v, seeds in curves.items() for s, curve in enumerate(seeds) for e, ap in enumerate(curve)]
+    return pd.DataFrame(rows)
+
+
+def test_epochs_to_reach_counts_the_first_epoch_at_the_threshold_and_never_the_missing_ones():
+    runs = _epoch_rows({"slow": [[0.0, 2.0, 9.9, 12.0], [0.0, 0.1, 3.0, 8.0]],
+                        "fast": [[4.0, 10.0, 8.0, 30.0], [11.0, 20.0, 25.0, 30.0], [0.5, 9.0, 10.0, 31.0]]})
+    t = S.epochs_to_reach(runs, threshold=10.0).set_index("variant")
+    assert t.index.tolist() == ["slow", "fast"]  # study order
+    assert t.loc["slow", "first_epoch"][0] == 4.0 and math.isnan(t.loc["slow", "first_epoch"][1])  # never: NaN
+    assert (t.loc["slow", "n"], t.loc["slow", "reached"]) == (2, 1)
+    assert t.loc["slow", "mean"] == 4.0 and math.isnan(t.loc["slow", "ci95"])  # one seed reached it: no CI
+    assert t.loc["fast", "first_epoch"] == (2.0, 1.0, 3.0)  # a later dip below does not move the first epoch
+    assert t.loc["fast", "mean"] == pytest.approx(2.0)
+    assert t.loc["fast", "ci95"] == pytest.approx(st.t.ppf(0.975, 2) * 1.0 / math.sqrt(3))
+    assert (t["unit"] == "points").all() and t.loc["fast", "label"] == "fast label"
+    with pytest.raises(S.GatherError, match="no bbox/AP50 per epoch"):
+        S.epochs_to_reach(runs, 10.0, metric="bbox/AP50")

@@ -6,7 +6,8 @@
   which effects of different metrics, baselines and datasets compare; :func:`effects_table` (every variant
   over a baseline), :func:`comparisons_table` (a study's declared comparisons beside the paper's deltas,
   columns :data:`COMPARISON_COLUMNS`).
-- :func:`flattening_point` (where AP-vs-K flattens), :func:`per_epoch_table`, :func:`per_group_summary`,
+- :func:`flattening_point` (where AP-vs-K flattens), :func:`per_epoch_table`, :func:`epochs_to_reach` (when a
+  run leaves the plateau), :func:`per_group_summary`,
   :func:`per_group_offsets` (each group against the median of its own model, paper Fig. 4).
 
 Every function is pure: a DataFrame in, a DataFrame or dict out. Values are in the long table's units
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
     from groupdetr.studies import Comparison
 
 __all__ = ["COMPARISON_COLUMNS", "mean_ci", "summarize", "effect", "relative_effect", "ratio_ci", "effects_table",
-           "comparisons_table", "flattening_point", "per_epoch_table", "per_group_summary", "per_group_offsets"]
+           "comparisons_table", "flattening_point", "per_epoch_table", "epochs_to_reach", "per_group_summary",
+           "per_group_offsets"]
 
 #: columns of :func:`comparisons_table` (``comparisons.csv``), in order.
 COMPARISON_COLUMNS = ("comparison", "label", "a", "b", "metric", "unit", "n_a", "n_b", "mean_a", "mean_b", "diff",
@@ -307,6 +309,34 @@ def per_epoch_table(runs: pd.DataFrame, metric: str = "bbox/AP") -> pd.DataFrame
     table.insert(0, "n", n.reindex(table.index).astype(int))
     table.insert(0, "label", [labels.get(v, v) for v in table.index])
     return table.reset_index()
+
+
+def epochs_to_reach(runs: pd.DataFrame, threshold: float, metric: str = "bbox/AP") -> pd.DataFrame:
+    """How fast each variant leaves DETR's early plateau: per run, the first logged epoch whose ``metric`` (in the
+    long table's unit, AP in points) is at least ``threshold``. One row per variant (study order): ``label``,
+    ``n`` seeds, ``reached`` (seeds that got there within their schedule), ``first_epoch`` per seed (a tuple in
+    seed order, NaN where never), and ``mean``/``ci95`` of the epoch over the seeds that reached it (NaN when
+    fewer than one, or two for the CI). A seed that never reaches it is not counted as the last epoch: ``reached``
+    says how many did."""
+    sel = runs[(runs["evaluation"] == "epoch") & (runs["metric"] == metric)]
+    if sel.empty:
+        raise GatherError(f"no {metric} per epoch in the gathered runs")
+    labels = _labels(runs)
+    rows = []
+    for variant in dict.fromkeys(runs["variant"]):
+        v = sel[sel["variant"] == variant]
+        if v.empty:
+            continue
+        firsts = []
+        for _, g in v.sort_values("epoch").groupby("seed", sort=True):
+            hit = g.loc[g["value"] >= threshold, "epoch"]
+            firsts.append(float(hit.iloc[0]) if len(hit) else math.nan)
+        reached = [e for e in firsts if not math.isnan(e)]
+        s = mean_ci(reached)
+        rows.append({"variant": variant, "label": labels.get(variant, variant), "n": len(firsts),
+                     "reached": len(reached), "first_epoch": tuple(firsts), "mean": s["mean"], "ci95": s["ci95"],
+                     "threshold": threshold, "unit": metric_unit(metric)[1]})
+    return pd.DataFrame(rows)
 
 
 def per_group_summary(runs: pd.DataFrame, variant: str, metric: str = "bbox/AP") -> tuple[pd.DataFrame, dict]:

@@ -33,7 +33,7 @@ from groupdetr.reporting.figures import (_png, plot_ap_vs_epoch, plot_ap_vs_k, p
 from groupdetr.reporting.gather import find_gathered, gather, read_all_gathered, read_comparisons, read_gathered
 from groupdetr.reporting.runs import COLUMNS, PROVENANCE, _check_overrides, collect
 from groupdetr.reporting.stats import (COMPARISON_COLUMNS, comparisons_table, effect, effects_table,
-                                       flattening_point, mean_ci, per_epoch_table, per_group_offsets,
+                                       epochs_to_reach, flattening_point, mean_ci, per_epoch_table, per_group_offsets,
                                        per_group_summary, ratio_ci, relative_effect, summarize)
 from groupdetr.reporting.tables import (NOT_COCO, NOT_PAPER_DATA, TABLE_METRICS, comparisons_display, decimals, fmt,
                                         results_table, to_latex, to_markdown)
@@ -59,6 +59,7 @@ __all__ = [
     "per_group_summary",
     "per_group_offsets",
     "per_epoch_table",
+    "epochs_to_reach",
     "metric_unit",
     "with_unit",
     "decimals",
