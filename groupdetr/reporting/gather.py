@@ -131,7 +131,6 @@ def read_gathered(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     The long table is ``runs.csv`` or, in a reference copy that keeps it compressed, ``runs.csv.gz``.
     """
     out_dir = Path(out_dir)
-    # a committed reference copy may keep its long table gzipped (runs.csv.gz; it is the one large file)
     runs_file = out_dir / "runs.csv" if (out_dir / "runs.csv").is_file() else out_dir / "runs.csv.gz"
     for name in (runs_file.name, "summary.csv"):
         if not (out_dir / name).is_file():
